@@ -1,0 +1,175 @@
+"""The ``driftstream`` command: run, check-config, generate, demo.
+
+Only this module configures logging. Exit codes: 0 on success, 2 for a
+configuration or topic-layout problem the operator must fix, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from pydantic import ValidationError
+
+from streamer import __version__, demo
+from streamer.config import Config, load_config
+from streamer.errors import ConfigError, DriftstreamError, TopicLayoutError
+from streamer.generate import GeneratorConfig, produce_stream
+from streamer.service import Service
+
+log = logging.getLogger("streamer")
+
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.log_level)
+    try:
+        code: int = args.handler(args)
+    except (ConfigError, TopicLayoutError) as exc:
+        print(f"driftstream: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except DriftstreamError as exc:
+        print(f"driftstream: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="driftstream",
+        description="Streaming log-loss monitoring of ML models on Kafka.",
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level (default: INFO)",
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="consume both topics and serve /metrics")
+    run.add_argument("--config", type=Path, help="YAML configuration file")
+    run.set_defaults(handler=_run)
+
+    check = commands.add_parser(
+        "check-config", help="validate a configuration file without connecting"
+    )
+    check.add_argument("config", type=Path, help="YAML configuration file")
+    check.set_defaults(handler=_check_config)
+
+    _add_generate(commands)
+    demo.add_parser(commands)
+    return parser
+
+
+def _add_generate(commands: Any) -> None:
+    generate = commands.add_parser(
+        "generate", help="produce synthetic predictions and outcomes to Kafka"
+    )
+    generate.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
+    generate.add_argument("--predictions-topic", default="predictions")
+    generate.add_argument("--outcomes-topic", default="outcomes")
+    generate.add_argument(
+        "--rate-per-s", type=float, default=100.0, help="predictions per second"
+    )
+    generate.add_argument(
+        "--duration-s", type=float, default=None, help="stop after (default: never)"
+    )
+    generate.add_argument("--label-delay-median-s", type=float, default=3.0)
+    generate.add_argument("--label-delay-max-s", type=float, default=60.0)
+    generate.add_argument("--missing-label-fraction", type=float, default=0.1)
+    generate.add_argument("--drift-model", default=None, help="model that drifts")
+    generate.add_argument("--drift-at-s", type=float, default=None)
+    generate.add_argument("--drift-strength", type=float, default=0.5)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument(
+        "--as-fast-as-possible",
+        action="store_true",
+        help="do not pace to the wall clock (timestamps stay simulated)",
+    )
+    generate.set_defaults(handler=_generate)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    try:
+        config = GeneratorConfig(
+            rate_per_s=args.rate_per_s,
+            duration_s=args.duration_s,
+            label_delay_median_s=args.label_delay_median_s,
+            label_delay_max_s=args.label_delay_max_s,
+            missing_label_fraction=args.missing_label_fraction,
+            drift_model=args.drift_model,
+            drift_at_s=args.drift_at_s,
+            drift_strength=args.drift_strength,
+            seed=args.seed,
+        )
+    except ValidationError as exc:
+        raise ConfigError(f"invalid generator options: {exc}") from exc
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    counts = produce_stream(
+        config,
+        bootstrap_servers=args.bootstrap_servers,
+        predictions_topic=args.predictions_topic,
+        outcomes_topic=args.outcomes_topic,
+        start_ms=time.time_ns() // 1_000_000,
+        realtime=not args.as_fast_as_possible,
+        stop=stop,
+    )
+    print(
+        f"sent predictions={counts.predictions_sent} outcomes={counts.outcomes_sent} "
+        f"labels_withheld={counts.labels_withheld} "
+        f"delivery_errors={counts.delivery_errors}"
+    )
+    return 0 if counts.delivery_errors == 0 else 1
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    service = Service(config)
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("signal received signal=%s; stopping", signal.Signals(signum).name)
+        service.request_stop()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    log.info(
+        "driftstream starting version=%s metrics=%s",
+        __version__,
+        service.metrics_url,
+    )
+    service.run()
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config: Config = load_config(args.config)
+    print(config.model_dump_json(indent=2))
+    print(f"driftstream: {args.config} is valid", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,345 @@
+"""The configuration: frozen pydantic models, loaded from YAML plus environment.
+
+Every key can be overridden by an environment variable named
+``DRIFTSTREAM__<SECTION>__<KEY>`` (double underscores between levels, case
+ignored), for example ``DRIFTSTREAM__KAFKA__BOOTSTRAP_SERVERS=broker:9092``.
+An override's value is read as a YAML scalar or flow collection, so
+``DRIFTSTREAM__WINDOWS__LENGTHS='[5m, 1h]'`` sets a list. Overrides win over
+the file; the file wins over the defaults documented here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from streamer.errors import ConfigError
+from streamer.loss import DEFAULT_EPS
+from streamer.windows import WindowSpec, parse_window
+
+ENV_PREFIX = "DRIFTSTREAM__"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaConfig(_Section):
+    """Where to read from, and how."""
+
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated."
+    )
+    group_id: str = Field(
+        "driftstream",
+        description="Consumer group. Replicas in one group split the partitions.",
+    )
+    predictions_topic: str = Field(
+        "predictions", description="Topic the models write predictions to."
+    )
+    outcomes_topic: str = Field(
+        "outcomes", description="Topic the outcomes (ground truth) arrive on."
+    )
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest",
+        description="Where a partition with no committed offset starts.",
+    )
+    session_timeout_ms: int = Field(
+        10_000, gt=0, description="Consumer group session timeout, milliseconds."
+    )
+    consume_batch_size: int = Field(
+        10_000, gt=0, description="Most messages taken per `consume()` call."
+    )
+    consume_timeout_s: float = Field(
+        0.5, gt=0, description="Longest wait of one `consume()` call, seconds."
+    )
+    statistics_interval_ms: int = Field(
+        2_000,
+        gt=0,
+        description="How often librdkafka reports consumer lag, milliseconds.",
+    )
+    extra: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description=(
+            "Further librdkafka consumer settings, passed as they are "
+            "(for example `security.protocol`)."
+        ),
+    )
+
+
+class FieldsConfig(_Section):
+    """The JSON field names of the two message contracts."""
+
+    event_id: str = Field("event_id", description="Event id (both topics).")
+    model: str = Field("model", description="Model name (predictions).")
+    model_version: str = Field(
+        "model_version", description="Model version, optional (predictions)."
+    )
+    timestamp: str = Field(
+        "timestamp",
+        description="ISO-8601 or epoch milliseconds; absent -> the Kafka timestamp.",
+    )
+    probability: str = Field(
+        "probability", description="Binary: probability of the positive class."
+    )
+    probabilities: str = Field(
+        "probabilities", description="Multiclass: object class -> probability."
+    )
+    label: str = Field("label", description="The outcome's label (outcomes).")
+
+
+class ModelConfig(_Section):
+    """Per-model settings, keyed by model name under `models`."""
+
+    positive_label: str | None = Field(
+        None,
+        description=(
+            "Binary models: the label value meaning the positive class, besides "
+            "1 and true."
+        ),
+    )
+    negative_label: str | None = Field(
+        None,
+        description=(
+            "Binary models: the label value meaning the negative class, besides "
+            "0 and false."
+        ),
+    )
+
+
+class JoinConfig(_Section):
+    """How predictions and outcomes are paired."""
+
+    prediction_ttl_s: float = Field(
+        7 * 24 * 3600.0,
+        gt=0,
+        description="How long a prediction waits for its outcome, seconds.",
+    )
+    outcome_ttl_s: float = Field(
+        3600.0,
+        gt=0,
+        description="How long an outcome that came first waits, seconds.",
+    )
+    max_pending: int = Field(
+        1_000_000,
+        gt=0,
+        description=(
+            "Most pending entries per side and per partition; the oldest is "
+            "evicted (and counted) past it."
+        ),
+    )
+
+
+class ScoringConfig(_Section):
+    """How a joined event is scored."""
+
+    eps: float = Field(
+        DEFAULT_EPS,
+        gt=0,
+        lt=0.5,
+        description=(
+            "Probabilities are clipped to [eps, 1 - eps]; the default is "
+            "scikit-learn 1.9's (float64 machine epsilon)."
+        ),
+    )
+    probability_sum_tolerance: float = Field(
+        1e-6,
+        gt=0,
+        lt=0.5,
+        description="Multiclass probabilities must sum to 1 within this.",
+    )
+
+
+class WindowsConfig(_Section):
+    """The rolling windows kept per model and version."""
+
+    lengths: tuple[str, ...] = Field(
+        ("5m", "1h", "24h"),
+        min_length=1,
+        description="Window lengths: a number and s, m, h or d.",
+    )
+    buckets: int = Field(
+        60, gt=0, description="Buckets per window: its time resolution."
+    )
+    min_events: int = Field(
+        1, gt=0, description="A window with fewer events reports no mean."
+    )
+    clock: Literal["wall", "event"] = Field(
+        "wall",
+        description=(
+            "Where windows end: the wall clock (live) or the newest event "
+            "time seen (replay)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _lengths_parse(self) -> Self:
+        if len(set(self.lengths)) != len(self.lengths):
+            raise ValueError(f"window lengths repeat: {list(self.lengths)}")
+        self.specs()
+        return self
+
+    def specs(self) -> tuple[WindowSpec, ...]:
+        return tuple(parse_window(text, buckets=self.buckets) for text in self.lengths)
+
+
+class MetricsConfig(_Section):
+    """The HTTP endpoint and what it exports."""
+
+    host: str = Field("0.0.0.0", description="Address /metrics listens on.")
+    port: int = Field(
+        9308, ge=0, le=65535, description="Port of /metrics (0 picks a free one)."
+    )
+    max_models: int = Field(
+        200,
+        gt=0,
+        description=(
+            "Most (model, version) pairs tracked; records of further ones are "
+            "counted, not exported."
+        ),
+    )
+    ready_max_lag: int = Field(
+        10_000,
+        ge=0,
+        description="/readyz fails while any partition lags more, messages.",
+    )
+
+
+class Config(_Section):
+    """The whole configuration of `driftstream run`."""
+
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    fields: FieldsConfig = Field(default_factory=FieldsConfig)
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    join: JoinConfig = Field(default_factory=JoinConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    windows: WindowsConfig = Field(default_factory=WindowsConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+
+
+def load_config(
+    path: Path | None, *, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Read ``path`` (YAML; None for defaults only) and apply the environment.
+
+    Raises
+    ------
+    ConfigError
+        The file is unreadable or not YAML, or a value is invalid; the
+        message names the key and says what was expected.
+    """
+    raw = _read_yaml(path) if path is not None else {}
+    env = os.environ if environ is None else environ
+    merged = _apply_env(raw, env)
+    source = str(path) if path is not None else "defaults"
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, source)) from exc
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {path} must hold a mapping at the top, "
+            f"not {type(data).__name__}"
+        )
+    return data
+
+
+def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    merged = _deep_copy(raw)
+    for name, text in sorted(environ.items()):
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+        if not all(path):
+            raise ConfigError(f"environment variable {name}: empty key part")
+        _set_path(merged, path, _parse_env_value(name, text))
+    return merged
+
+
+def _parse_env_value(name: str, text: str) -> Any:
+    try:
+        return yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"environment variable {name}: not a YAML value") from exc
+
+
+def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[path[-1]] = value
+
+
+def _deep_copy(tree: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: _deep_copy(value) if isinstance(value, dict) else value
+        for key, value in tree.items()
+    }
+
+
+def _explain(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        env_name = ENV_PREFIX + "__".join(str(p) for p in error["loc"]).upper()
+        given = error.get("input")
+        lines.append(
+            f"  {key}: {error['msg']} (given: {given!r}; env override: {env_name})"
+        )
+    return "\n".join(lines)
+
+
+def reference_markdown() -> str:
+    """The configuration reference as a Markdown table (the README embeds it)."""
+    lines = [
+        "| key | default | environment variable | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, field_info in Config.model_fields.items():
+        section = field_info.annotation
+        if name == "models":
+            lines.append(
+                "| `models.<name>.positive_label`, `models.<name>.negative_label` "
+                "| unset | `DRIFTSTREAM__MODELS__<NAME>__POSITIVE_LABEL` | "
+                f"{ModelConfig.model_fields['positive_label'].description} |"
+            )
+            continue
+        assert isinstance(section, type) and issubclass(section, BaseModel)
+        for key, info in section.model_fields.items():
+            default = info.get_default(call_default_factory=True)
+            env = f"{ENV_PREFIX}{name}__{key}".upper()
+            lines.append(
+                f"| `{name}.{key}` | `{_show_default(default)}` | `{env}` "
+                f"| {info.description} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _show_default(default: object) -> str:
+    if isinstance(default, tuple):
+        return "[" + ", ".join(str(item) for item in default) + "]"
+    if isinstance(default, float) and default.is_integer():
+        return str(int(default))
+    return str(default) if not isinstance(default, dict) else "{}"

@@ -1,0 +1,255 @@
+"""The Prometheus collector over the live pipeline state.
+
+Nothing here is a gauge that is set and forgotten: every scrape reads the
+pipeline, so the series of a model leave when its windows empty. Window
+values are additive across replicas: the global mean of a window is
+``sum(driftstream_window_log_loss * driftstream_window_events) /
+sum(driftstream_window_events)``.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import confluent_kafka
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from streamer import __version__
+from streamer.events import ModelKey
+from streamer.pipeline import Counters, Histogram, Pipeline
+
+PREFIX = "driftstream_"
+MODEL_LABELS = ("model", "version")
+
+
+@dataclass
+class ConsumerHealth:
+    """What the Kafka adapter reports; read at scrape time."""
+
+    lag: dict[tuple[str, int], int] = field(default_factory=dict)
+    assigned: set[tuple[str, int]] = field(default_factory=set)
+    kafka_reachable: bool = False
+
+
+class PipelineCollector(Collector):
+    """Exports the pipeline's windows, counters and health on each scrape."""
+
+    def __init__(self, pipeline: Pipeline, health: ConsumerHealth) -> None:
+        self.pipeline = pipeline
+        self.health = health
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._windows()
+        with self.pipeline.lock:
+            yield from _counters(self.pipeline.counters)
+            yield from _histograms(self.pipeline.counters)
+            last_message_s = self.pipeline.last_message_wall_s
+        yield from self._health(last_message_s)
+        yield _build_info()
+
+    def _windows(self) -> Iterator[Metric]:
+        labels = [*MODEL_LABELS, "window"]
+        min_events = self.pipeline.config.windows.min_events
+        events = GaugeMetricFamily(
+            PREFIX + "window_events",
+            "Joined events in the rolling window (event time of the outcome).",
+            labels=labels,
+        )
+        mean = GaugeMetricFamily(
+            PREFIX + "window_log_loss",
+            "Mean log loss (nats) of the window's events; absent below min_events.",
+            labels=labels,
+        )
+        mean_squared = GaugeMetricFamily(
+            PREFIX + "window_log_loss_squared",
+            "Mean squared log loss of the window's events, for variance and z-scores.",
+            labels=labels,
+        )
+        for row in self.pipeline.window_rows():
+            values = [row.model.model, row.model.version, row.window]
+            events.add_metric(values, row.stats.events)
+            if row.stats.events >= min_events:
+                mean.add_metric(values, row.stats.mean_loss or 0.0)
+                mean_squared.add_metric(values, row.stats.mean_squared_loss or 0.0)
+        yield from (events, mean, mean_squared)
+
+    def _health(self, last_message_s: float | None) -> Iterator[Metric]:
+        pending = GaugeMetricFamily(
+            PREFIX + "pending_entries",
+            "Entries waiting for the other side of the join.",
+            labels=["side"],
+        )
+        for side, count in self.pipeline.pending().items():
+            pending.add_metric([side], count)
+        yield pending
+
+        lag = GaugeMetricFamily(
+            PREFIX + "consumer_lag_messages",
+            "Messages between the consumer position and the partition's end.",
+            labels=["topic", "partition"],
+        )
+        for (topic, partition), value in sorted(self.health.lag.items()):
+            lag.add_metric([topic, str(partition)], value)
+        yield lag
+
+        yield GaugeMetricFamily(
+            PREFIX + "assigned_partitions",
+            "Input partitions assigned to this process (both topics).",
+            value=len(self.health.assigned),
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "kafka_reachable",
+            "1 while the consumer can reach the Kafka cluster, else 0.",
+            value=1 if self.health.kafka_reachable else 0,
+        )
+        if last_message_s is not None:
+            yield GaugeMetricFamily(
+                PREFIX + "last_message_timestamp_seconds",
+                "Wall-clock time the last batch of messages was processed.",
+                value=last_message_s,
+            )
+
+
+def _model_counter(
+    name: str, documentation: str, table: dict[ModelKey, int]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(PREFIX + name, documentation, labels=MODEL_LABELS)
+    for model, count in sorted(table.items(), key=lambda item: _model_sort(item[0])):
+        family.add_metric([model.model, model.version], count)
+    return family
+
+
+def _side_counter(
+    name: str, documentation: str, table: dict[tuple[str, ModelKey | None], int]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(
+        PREFIX + name, documentation, labels=["side", *MODEL_LABELS]
+    )
+    for (side, model), count in sorted(table.items(), key=_side_sort):
+        family.add_metric(
+            [side, model.model if model else "", model.version if model else ""],
+            count,
+        )
+    return family
+
+
+def _counters(counters: Counters) -> Iterator[Metric]:
+    yield _model_counter(
+        "predictions",
+        "Valid predictions received, duplicates not included.",
+        counters.predictions,
+    )
+    yield CounterMetricFamily(
+        PREFIX + "outcomes",
+        "Valid outcomes received, duplicates not included.",
+        value=counters.outcomes,
+    )
+    yield _model_counter(
+        "joined", "Predictions joined with their outcome and scored.", counters.joined
+    )
+    duplicates = CounterMetricFamily(
+        PREFIX + "duplicates",
+        "Records for an event id already pending or joined; never scored twice.",
+        labels=["side"],
+    )
+    for side, count in sorted(counters.duplicates.items()):
+        duplicates.add_metric([side], count)
+    yield duplicates
+    yield _side_counter(
+        "expired",
+        "Pending entries whose TTL ran out before the other side arrived.",
+        counters.expired,
+    )
+    yield _side_counter(
+        "evictions",
+        "Pending entries dropped to honour join.max_pending.",
+        counters.evicted,
+    )
+    invalid = CounterMetricFamily(
+        PREFIX + "invalid_messages",
+        "Messages that could not be used, by topic and reason; offsets advance.",
+        labels=["topic", "reason"],
+    )
+    for (topic, reason), count in sorted(counters.invalid.items()):
+        invalid.add_metric([topic, reason], count)
+    yield invalid
+    late = CounterMetricFamily(
+        PREFIX + "late_events",
+        "Joined events older than a window could still hold, by window.",
+        labels=["window"],
+    )
+    for window, count in sorted(counters.late.items()):
+        late.add_metric([window], count)
+    yield late
+    yield CounterMetricFamily(
+        PREFIX + "over_model_limit",
+        "Predictions of (model, version) pairs past metrics.max_models; dropped.",
+        value=counters.over_model_limit,
+    )
+
+
+def _histograms(counters: Counters) -> Iterator[Metric]:
+    yield _histogram_family(
+        "event_log_loss",
+        "Per-event log loss (nats) of joined events.",
+        counters.loss,
+    )
+    yield _histogram_family(
+        "join_delay_seconds",
+        "Outcome timestamp minus prediction timestamp of joined events.",
+        counters.join_delay,
+    )
+
+
+def _histogram_family(
+    name: str, documentation: str, table: dict[ModelKey, Histogram]
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(PREFIX + name, documentation, labels=MODEL_LABELS)
+    for model, histogram in sorted(
+        table.items(), key=lambda item: _model_sort(item[0])
+    ):
+        cumulative = histogram.counts.cumsum()
+        buckets = [
+            (_bound(bound), float(count))
+            for bound, count in zip(
+                [*histogram.bounds, float("inf")], cumulative, strict=True
+            )
+        ]
+        family.add_metric(
+            [model.model, model.version], buckets, sum_value=histogram.total
+        )
+    return family
+
+
+def _bound(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
+def _build_info() -> InfoMetricFamily:
+    return InfoMetricFamily(
+        PREFIX + "build",
+        "Version of driftstream and of the libraries it runs on.",
+        value={
+            "version": __version__,
+            "python_version": platform.python_version(),
+            "librdkafka_version": confluent_kafka.libversion()[0],
+        },
+    )
+
+
+def _model_sort(model: ModelKey) -> tuple[str, str]:
+    return (model.model, model.version)
+
+
+def _side_sort(item: tuple[tuple[str, ModelKey | None], int]) -> tuple[str, str, str]:
+    (side, model), _ = item
+    return (side, model.model if model else "", model.version if model else "")

@@ -1,0 +1,461 @@
+"""decode -> join -> score -> window, over any source of message batches.
+
+The pipeline owns the per-partition state and the process-wide counters. It
+knows nothing of Kafka beyond the shape of a message (:class:`MessageLike`,
+which ``confluent_kafka.Message`` already has), so the live consumer, a file
+replay and the tests drive the same code.
+
+Clocks. The join runs in event time: its clock in a partition is the older of
+the two topics' newest timestamps there. A pending prediction expires once
+that clock passes ``prediction timestamp + prediction_ttl``, a pending
+outcome once it passes ``outcome timestamp + outcome_ttl``. So a replay gives
+the same result as the live run, and a backlog read faster on one topic than
+on the other expires nothing that is only waiting for the slower one. While
+one topic is silent in a partition, nothing there expires; ``max_pending``
+still bounds it. Windows end at the wall clock (``windows.clock: wall``) or at
+the newest event time seen (``windows.clock: event``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from streamer.config import Config
+from streamer.events import ModelKey, Outcome, Prediction
+from streamer.join import EventJoin, JoinStep
+from streamer.loss import multiclass_log_loss
+from streamer.records import Invalid, decode_outcome, decode_prediction
+from streamer.records import resolve_binary_label as _resolve_binary
+from streamer.windows import RollingWindows, WindowSpec, WindowStats
+
+log = logging.getLogger(__name__)
+
+LOSS_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+"""Upper bounds of the per-event log-loss histogram (nats)."""
+
+JOIN_DELAY_BUCKETS_S = (
+    1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0, 3 * 86400.0,
+    7 * 86400.0,
+)  # fmt: skip
+"""Upper bounds of the join-delay histogram (seconds)."""
+
+INVALID_LOG_INTERVAL_S = 10.0
+
+
+class MessageLike(Protocol):
+    """What the pipeline reads of a message; ``confluent_kafka.Message`` fits."""
+
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+
+
+@dataclass
+class Histogram:
+    """A cumulative histogram: counts per upper bound, then +Inf; and the sum."""
+
+    bounds: tuple[float, ...]
+    counts: np.ndarray = field(init=False)
+    total: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.counts = np.zeros(len(self.bounds) + 1, dtype=np.int64)
+
+    def observe(self, values: np.ndarray) -> None:
+        slots = np.searchsorted(np.asarray(self.bounds), values, side="left")
+        self.counts += np.bincount(slots, minlength=len(self.bounds) + 1)
+        self.total += float(values.sum())
+
+
+@dataclass
+class PartitionState:
+    """All state of one input partition: it moves with the partition."""
+
+    join: EventJoin
+    windows: dict[ModelKey, RollingWindows] = field(default_factory=dict)
+    prediction_watermark_ms: int = -1
+    outcome_watermark_ms: int = -1
+
+    @property
+    def join_clock_ms(self) -> int:
+        """The older of the two topics' newest timestamps in this partition."""
+        return min(self.prediction_watermark_ms, self.outcome_watermark_ms)
+
+
+@dataclass
+class Counters:
+    """Process-wide monotonic counters, keyed by their label values."""
+
+    predictions: defaultdict[ModelKey, int] = field(
+        default_factory=lambda: defaultdict(int)
+    )
+    outcomes: int = 0
+    joined: defaultdict[ModelKey, int] = field(default_factory=lambda: defaultdict(int))
+    duplicates: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    expired: defaultdict[tuple[str, ModelKey | None], int] = field(
+        default_factory=lambda: defaultdict(int)
+    )
+    evicted: defaultdict[tuple[str, ModelKey | None], int] = field(
+        default_factory=lambda: defaultdict(int)
+    )
+    invalid: defaultdict[tuple[str, str], int] = field(
+        default_factory=lambda: defaultdict(int)
+    )
+    late: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    over_model_limit: int = 0
+    loss: dict[ModelKey, Histogram] = field(default_factory=dict)
+    join_delay: dict[ModelKey, Histogram] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WindowRow:
+    """One exported window: the sum over this process's partitions."""
+
+    model: ModelKey
+    window: str
+    stats: WindowStats
+
+
+@dataclass
+class _Scored:
+    """The joined events of one batch, gathered per (partition, model)."""
+
+    timestamps_ms: list[int] = field(default_factory=list)
+    p_true: list[float] = field(default_factory=list)
+    delays_s: list[float] = field(default_factory=list)
+
+
+class Pipeline:
+    """The live state and the one-way flow through it; thread-safe."""
+
+    def __init__(
+        self, config: Config, *, wall_clock_ms: Callable[[], int] | None = None
+    ) -> None:
+        self.config = config
+        self.specs: tuple[WindowSpec, ...] = config.windows.specs()
+        self.counters = Counters()
+        self.partitions: dict[int, PartitionState] = {}
+        self.known_models: set[ModelKey] = set()
+        self.last_message_wall_s: float | None = None
+        self.lock = threading.Lock()
+        self._wall_clock_ms = wall_clock_ms or (lambda: time.time_ns() // 1_000_000)
+        self._invalid_log = _RateLimitedLog(INVALID_LOG_INTERVAL_S)
+
+    # -- partitions -------------------------------------------------------
+
+    def assign(self, partitions: Iterable[int]) -> None:
+        with self.lock:
+            for partition in partitions:
+                self.partitions.setdefault(partition, self._new_partition())
+
+    def keep_only(self, partitions: Iterable[int]) -> None:
+        """Hold state for exactly ``partitions``: the consumer's new assignment."""
+        wanted = set(partitions)
+        with self.lock:
+            for partition in set(self.partitions) - wanted:
+                del self.partitions[partition]
+            for partition in wanted:
+                self.partitions.setdefault(partition, self._new_partition())
+
+    def revoke(self, partitions: Iterable[int]) -> None:
+        with self.lock:
+            for partition in partitions:
+                self.partitions.pop(partition, None)
+
+    def _new_partition(self) -> PartitionState:
+        join = self.config.join
+        return PartitionState(
+            join=EventJoin(
+                prediction_ttl_ms=round(join.prediction_ttl_s * 1000),
+                outcome_ttl_ms=round(join.outcome_ttl_s * 1000),
+                max_pending=join.max_pending,
+            )
+        )
+
+    # -- the flow ---------------------------------------------------------
+
+    def process(self, messages: Sequence[MessageLike]) -> None:
+        """Decode, join, score and window one batch of messages."""
+        if not messages:
+            return
+        with self.lock:
+            scored: defaultdict[tuple[int, ModelKey], _Scored] = defaultdict(_Scored)
+            touched: set[int] = set()
+            for message in messages:
+                partition = message.partition() or 0
+                touched.add(partition)
+                self._route(message, partition, scored)
+            for partition in touched:
+                self._expire(partition)
+            self._score(scored)
+            self.last_message_wall_s = self._wall_clock_ms() / 1000
+
+    def _route(
+        self,
+        message: MessageLike,
+        partition: int,
+        scored: defaultdict[tuple[int, ModelKey], _Scored],
+    ) -> None:
+        topic = message.topic() or ""
+        state = self.partitions.get(partition)
+        if state is None:
+            state = self.partitions[partition] = self._new_partition()
+        kafka_ts = _kafka_timestamp(message)
+        if topic == self.config.kafka.predictions_topic:
+            prediction = decode_prediction(
+                message.value(),
+                message.key(),
+                kafka_ts,
+                fields=self.config.fields,
+                sum_tolerance=self.config.scoring.probability_sum_tolerance,
+            )
+            self._on_prediction(prediction, state, partition, scored, message)
+        else:
+            outcome = decode_outcome(
+                message.value(), message.key(), kafka_ts, fields=self.config.fields
+            )
+            self._on_outcome(outcome, state, partition, scored, message)
+
+    def _on_prediction(
+        self,
+        prediction: Prediction | Invalid,
+        state: PartitionState,
+        partition: int,
+        scored: defaultdict[tuple[int, ModelKey], _Scored],
+        message: MessageLike,
+    ) -> None:
+        if isinstance(prediction, Invalid):
+            self._count_invalid(
+                self.config.kafka.predictions_topic, prediction, message
+            )
+            return
+        if not self._admit_model(prediction.model):
+            return
+        state.prediction_watermark_ms = max(
+            state.prediction_watermark_ms, prediction.timestamp_ms
+        )
+        step = state.join.add_prediction(prediction, now_ms=state.join_clock_ms)
+        if not step.duplicate:
+            self.counters.predictions[prediction.model] += 1
+        self._after_step(step, "prediction", partition, scored, message)
+
+    def _on_outcome(
+        self,
+        outcome: Outcome | Invalid,
+        state: PartitionState,
+        partition: int,
+        scored: defaultdict[tuple[int, ModelKey], _Scored],
+        message: MessageLike,
+    ) -> None:
+        if isinstance(outcome, Invalid):
+            self._count_invalid(self.config.kafka.outcomes_topic, outcome, message)
+            return
+        state.outcome_watermark_ms = max(
+            state.outcome_watermark_ms, outcome.timestamp_ms
+        )
+        step = state.join.add_outcome(outcome, now_ms=state.join_clock_ms)
+        if not step.duplicate:
+            self.counters.outcomes += 1
+        self._after_step(step, "outcome", partition, scored, message)
+
+    def _after_step(
+        self,
+        step: JoinStep,
+        side: str,
+        partition: int,
+        scored: defaultdict[tuple[int, ModelKey], _Scored],
+        message: MessageLike,
+    ) -> None:
+        if step.duplicate:
+            self.counters.duplicates[side] += 1
+        for entry in step.evicted:
+            self.counters.evicted[(entry.side, entry.model)] += 1
+        if step.guard_evictions:
+            self.counters.evicted[("duplicate_guard", None)] += step.guard_evictions
+        if step.joined is not None:
+            prediction, outcome = step.joined
+            self._collect(prediction, outcome, partition, scored, message)
+
+    def _collect(
+        self,
+        prediction: Prediction,
+        outcome: Outcome,
+        partition: int,
+        scored: defaultdict[tuple[int, ModelKey], _Scored],
+        message: MessageLike,
+    ) -> None:
+        p_true = self._probability_of_label(prediction, outcome)
+        if isinstance(p_true, Invalid):
+            self._count_invalid(self.config.kafka.outcomes_topic, p_true, message)
+            return
+        bucket = scored[(partition, prediction.model)]
+        bucket.timestamps_ms.append(outcome.timestamp_ms)
+        bucket.p_true.append(p_true)
+        bucket.delays_s.append((outcome.timestamp_ms - prediction.timestamp_ms) / 1000)
+
+    def _probability_of_label(
+        self, prediction: Prediction, outcome: Outcome
+    ) -> float | Invalid:
+        """The predicted probability of what happened (before clipping)."""
+        label = outcome.label
+        if prediction.classes is not None and prediction.probabilities is not None:
+            if isinstance(label, bool):
+                return Invalid.UNKNOWN_CLASS
+            name = str(label)
+            if name not in prediction.classes:
+                return Invalid.UNKNOWN_CLASS
+            return prediction.probabilities[prediction.classes.index(name)]
+        model = self.config.models.get(prediction.model.model)
+        positive = _resolve_binary(
+            label,
+            positive=model.positive_label if model else None,
+            negative=model.negative_label if model else None,
+        )
+        if positive is None or prediction.probability is None:
+            return Invalid.BAD_LABEL
+        # 1 - p is formed before clipping, as scikit-learn does.
+        return prediction.probability if positive else 1.0 - prediction.probability
+
+    def _score(self, scored: dict[tuple[int, ModelKey], _Scored]) -> None:
+        eps = self.config.scoring.eps
+        for (partition, model), events in scored.items():
+            losses = multiclass_log_loss(np.asarray(events.p_true), eps=eps)
+            timestamps = np.asarray(events.timestamps_ms, dtype=np.int64)
+            windows = self.partitions[partition].windows.get(model)
+            if windows is None:
+                windows = self.partitions[partition].windows[model] = RollingWindows(
+                    self.specs
+                )
+            for window, late in windows.add(timestamps, losses).items():
+                self.counters.late[window] += late
+            self.counters.joined[model] += len(losses)
+            self._histogram(self.counters.loss, model, LOSS_BUCKETS).observe(losses)
+            self._histogram(
+                self.counters.join_delay, model, JOIN_DELAY_BUCKETS_S
+            ).observe(np.asarray(events.delays_s))
+
+    @staticmethod
+    def _histogram(
+        table: dict[ModelKey, Histogram], model: ModelKey, bounds: tuple[float, ...]
+    ) -> Histogram:
+        histogram = table.get(model)
+        if histogram is None:
+            histogram = table[model] = Histogram(bounds)
+        return histogram
+
+    def _expire(self, partition: int) -> None:
+        state = self.partitions[partition]
+        for entry in state.join.expire(state.join_clock_ms):
+            self.counters.expired[(entry.side, entry.model)] += 1
+
+    def _admit_model(self, model: ModelKey) -> bool:
+        if model in self.known_models:
+            return True
+        if len(self.known_models) >= self.config.metrics.max_models:
+            self.counters.over_model_limit += 1
+            return False
+        self.known_models.add(model)
+        return True
+
+    def _count_invalid(self, topic: str, reason: Invalid, message: MessageLike) -> None:
+        self.counters.invalid[(topic, reason.value)] += 1
+        self._invalid_log.note(topic, reason.value, message)
+
+    # -- reading the state ------------------------------------------------
+
+    def now_ms(self) -> int:
+        if self.config.windows.clock == "wall":
+            return self._wall_clock_ms()
+        newest = [
+            max(state.prediction_watermark_ms, state.outcome_watermark_ms)
+            for state in self.partitions.values()
+        ]
+        return max(newest, default=0)
+
+    def window_rows(self) -> list[WindowRow]:
+        """Per model and window, the sum over partitions; drops empty models."""
+        with self.lock:
+            now_ms = self.now_ms()
+            totals: dict[tuple[ModelKey, str], WindowStats] = {}
+            for state in self.partitions.values():
+                self._sum_windows(state, now_ms, totals)
+            return [
+                WindowRow(model, window, stats)
+                for (model, window), stats in sorted(
+                    totals.items(), key=lambda item: _sort_key(item[0])
+                )
+            ]
+
+    @staticmethod
+    def _sum_windows(
+        state: PartitionState,
+        now_ms: int,
+        totals: dict[tuple[ModelKey, str], WindowStats],
+    ) -> None:
+        for model in list(state.windows):
+            windows = state.windows[model]
+            if windows.is_empty(now_ms):
+                del state.windows[model]
+                continue
+            for window, stats in windows.stats(now_ms).items():
+                previous = totals.get((model, window))
+                totals[(model, window)] = (
+                    stats if previous is None else previous + stats
+                )
+
+    def pending(self) -> dict[str, int]:
+        with self.lock:
+            states = list(self.partitions.values())
+            return {
+                "prediction": sum(s.join.pending_predictions for s in states),
+                "outcome": sum(s.join.pending_outcomes for s in states),
+            }
+
+
+def _sort_key(item: tuple[ModelKey, str]) -> tuple[str, str, str]:
+    model, window = item
+    return (model.model, model.version, window)
+
+
+def _kafka_timestamp(message: MessageLike) -> int | None:
+    kind, value = message.timestamp()
+    return value if kind != 0 and value >= 0 else None
+
+
+class _RateLimitedLog:
+    """Logs invalid messages at most once per reason per interval, with a count."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.last_logged: dict[tuple[str, str], float] = {}
+        self.suppressed: defaultdict[tuple[str, str], int] = defaultdict(int)
+
+    def note(self, topic: str, reason: str, message: MessageLike) -> None:
+        key = (topic, reason)
+        now = time.monotonic()
+        last = self.last_logged.get(key)
+        if last is not None and now - last < self.interval_s:
+            self.suppressed[key] += 1
+            return
+        self.last_logged[key] = now
+        suppressed = self.suppressed.pop(key, 0)
+        log.warning(
+            "invalid message topic=%s partition=%s offset=%s reason=%s "
+            "similar_since_last_log=%d",
+            topic,
+            message.partition(),
+            message.offset(),
+            reason,
+            suppressed,
+        )

@@ -1,0 +1,197 @@
+"""The pipeline without a broker: messages in, windows and counters out."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import log_loss
+
+from streamer.config import Config
+from streamer.events import ModelKey
+from streamer.pipeline import Pipeline
+
+HOUR_MS = 3_600_000
+T0 = 1_764_583_200_000
+
+
+@dataclass
+class Message:
+    """The part of confluent_kafka.Message the pipeline reads."""
+
+    topic_name: str
+    partition_number: int
+    payload: bytes | None
+    key_bytes: bytes | None = None
+    offset_number: int = 0
+    timestamp_ms: int = T0
+
+    def topic(self) -> str:
+        return self.topic_name
+
+    def partition(self) -> int:
+        return self.partition_number
+
+    def offset(self) -> int:
+        return self.offset_number
+
+    def key(self) -> bytes | None:
+        return self.key_bytes
+
+    def value(self) -> bytes | None:
+        return self.payload
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self.timestamp_ms)
+
+
+def _config(**windows: object) -> Config:
+    return Config.model_validate(
+        {"windows": {"lengths": ["1h", "24h"], "clock": "event", **windows}}
+    )
+
+
+def _prediction(event_id: str, ts: int, p: float, partition: int = 0, model: str = "m"):
+    body = {"event_id": event_id, "model": model, "timestamp": ts, "probability": p}
+    return Message("predictions", partition, json.dumps(body).encode())
+
+
+def _outcome(event_id: str, ts: int, label: object, partition: int = 0):
+    body = {"event_id": event_id, "label": label, "timestamp": ts}
+    return Message("outcomes", partition, json.dumps(body).encode())
+
+
+def _window(pipeline: Pipeline, window: str, model: str = "m"):
+    rows = [r for r in pipeline.window_rows() if r.model.model == model]
+    return next(r.stats for r in rows if r.window == window)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    batch=st.integers(1, 50),
+    events=st.integers(1, 120),
+)
+def test_windows_equal_sklearn_whatever_the_order(
+    seed: int, batch: int, events: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    probabilities = rng.choice([0.0, 1.0, 0.5, 0.99], size=events) * rng.random(events)
+    labels = rng.integers(0, 2, size=events)
+    messages = []
+    for index in range(events):
+        ts = T0 + int(rng.integers(0, 600_000))
+        partition = int(rng.integers(0, 3))
+        messages.append(
+            _prediction(f"e{index}", ts, float(probabilities[index]), partition)
+        )
+        messages.append(_outcome(f"e{index}", ts + 1000, int(labels[index]), partition))
+    order = rng.permutation(len(messages))
+    pipeline = Pipeline(_config())
+    shuffled = [messages[i] for i in order]
+    for start in range(0, len(shuffled), batch):
+        pipeline.process(shuffled[start : start + batch])
+
+    stats = _window(pipeline, "1h")
+    assert stats.events == events
+    reference = log_loss(labels, probabilities, labels=[0, 1])
+    assert stats.mean_loss == pytest.approx(reference, rel=1e-9, abs=1e-9)
+    squared = np.mean(
+        np.square(-np.log(np.clip(np.where(labels == 1, probabilities,
+                                           1 - probabilities), 2**-52, 1 - 2**-52)))
+    )  # fmt: skip
+    assert stats.mean_squared_loss == pytest.approx(squared, rel=1e-9)
+    assert pipeline.counters.joined[ModelKey("m", "")] == events
+
+
+def test_multiclass_and_unknown_class() -> None:
+    pipeline = Pipeline(_config())
+    rows = [
+        ("a", {"x": 0.7, "y": 0.2, "z": 0.1}, "x"),
+        ("b", {"x": 0.1, "y": 0.1, "z": 0.8}, "y"),
+        ("c", {"x": 0.0, "y": 0.0, "z": 1.0}, "x"),
+    ]
+    messages = []
+    for event_id, probabilities, label in rows:
+        body = {"event_id": event_id, "model": "intent", "timestamp": T0,
+                "probabilities": probabilities}  # fmt: skip
+        messages.append(Message("predictions", 0, json.dumps(body).encode()))
+        messages.append(_outcome(event_id, T0 + 5, label))
+    messages.append(Message("predictions", 0, json.dumps(
+        {"event_id": "d", "model": "intent", "timestamp": T0,
+         "probabilities": {"x": 0.5, "y": 0.5, "z": 0.0}}).encode()))  # fmt: skip
+    messages.append(_outcome("d", T0 + 5, "w"))
+    pipeline.process(messages)
+
+    stats = _window(pipeline, "24h", model="intent")
+    matrix = [[p[c] for c in "xyz"] for _, p, _ in rows]
+    reference = log_loss([label for *_, label in rows], matrix, labels=list("xyz"))
+    assert stats.events == 3
+    assert stats.mean_loss == pytest.approx(reference, rel=1e-9)
+    assert pipeline.counters.invalid == {("outcomes", "unknown_class"): 1}
+
+
+def test_expiry_waits_for_both_topics() -> None:
+    pipeline = Pipeline(_config())
+    pipeline.process([_prediction("old", T0, 0.5)])
+    # Predictions alone move on: the outcomes topic might just be behind.
+    pipeline.process([_prediction("new", T0 + 200 * HOUR_MS, 0.5)])
+    assert pipeline.counters.expired == {}
+    # Once outcomes pass the TTL too, the old prediction has expired.
+    pipeline.process([_outcome("other", T0 + 169 * HOUR_MS, 1)])
+    assert pipeline.counters.expired == {("prediction", ModelKey("m", "")): 1}
+    assert pipeline.pending() == {"prediction": 1, "outcome": 1}
+
+
+def test_duplicates_are_never_scored_twice() -> None:
+    pipeline = Pipeline(_config())
+    batch = [
+        _prediction("a", T0, 0.9),
+        _prediction("a", T0, 0.1),
+        _outcome("a", T0 + 1, 1),
+        _outcome("a", T0 + 2, 0),
+        _prediction("a", T0, 0.3),
+    ]
+    pipeline.process(batch)
+    assert _window(pipeline, "1h").events == 1
+    assert _window(pipeline, "1h").mean_loss == pytest.approx(-np.log(0.9))
+    assert pipeline.counters.duplicates == {"prediction": 2, "outcome": 1}
+
+
+def test_quiet_model_leaves_the_windows() -> None:
+    now = [T0]
+    pipeline = Pipeline(
+        Config.model_validate({"windows": {"lengths": ["5m"], "buckets": 5}}),
+        wall_clock_ms=lambda: now[0],
+    )
+    pipeline.process([_prediction("a", T0 - 1000, 0.8), _outcome("a", T0, 1)])
+    assert [row.window for row in pipeline.window_rows()] == ["5m"]
+    now[0] = T0 + 6 * 60_000
+    assert pipeline.window_rows() == []
+
+
+def test_bad_labels_and_model_cap_are_counted() -> None:
+    pipeline = Pipeline(
+        Config.model_validate(
+            {
+                "metrics": {"max_models": 1},
+                "models": {"m": {"positive_label": "fraud", "negative_label": "ok"}},
+            }
+        )
+    )
+    pipeline.process([
+        _prediction("a", T0, 0.8), _outcome("a", T0, "fraud"),
+        _prediction("b", T0, 0.8), _outcome("b", T0, "maybe"),
+        _prediction("c", T0, 0.8, model="other"),
+        Message("outcomes", 0, b"\xff"),
+    ])  # fmt: skip
+    assert pipeline.counters.joined == {ModelKey("m", ""): 1}
+    assert pipeline.counters.invalid == {
+        ("outcomes", "bad_label"): 1,
+        ("outcomes", "not_utf8"): 1,
+    }
+    assert pipeline.counters.over_model_limit == 1
