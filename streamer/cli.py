@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -149,9 +150,18 @@ def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     service = Service(config)
 
+    deadline_s = config.state.shutdown_timeout_s
+
     def _on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("signal received signal=%s; stopping", signal.Signals(signum).name)
+        log.info(
+            "signal received signal=%s; checkpointing and stopping within %.0f s",
+            signal.Signals(signum).name,
+            deadline_s,
+        )
         service.request_stop()
+        watchdog = threading.Timer(deadline_s, _give_up, args=(deadline_s,))
+        watchdog.daemon = True
+        watchdog.start()
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
@@ -162,6 +172,16 @@ def _run(args: argparse.Namespace) -> int:
     )
     service.run()
     return 0
+
+
+def _give_up(deadline_s: float) -> None:
+    log.error(
+        "shutdown did not finish within state.shutdown_timeout_s=%.0f; exiting "
+        "without the final checkpoint (offsets since the last one stay uncommitted)",
+        deadline_s,
+    )
+    logging.shutdown()
+    os._exit(1)
 
 
 def _check_config(args: argparse.Namespace) -> int:

@@ -210,6 +210,53 @@ class MetricsConfig(_Section):
     )
 
 
+class StateConfig(_Section):
+    """Where per-partition state is checkpointed, and how often."""
+
+    store: Literal["kafka", "directory", "none"] = Field(
+        "kafka",
+        description=(
+            "kafka: a compacted topic; directory: local files (development); "
+            "none: no checkpoints (state is lost on restart)."
+        ),
+    )
+    topic: str | None = Field(
+        None,
+        description=(
+            "Checkpoint topic (store kafka); default `<group_id>-checkpoints`. "
+            "Created compacted, with the input partition count, if missing."
+        ),
+    )
+    topic_replication_factor: int = Field(
+        -1,
+        description="Replication of a created checkpoint topic; -1: broker default.",
+    )
+    directory: Path = Field(
+        Path("driftstream-state"),
+        description="Checkpoint directory (store directory).",
+    )
+    checkpoint_interval_s: float = Field(
+        30.0, gt=0, description="Seconds between checkpoints of every partition."
+    )
+    chunk_bytes: int = Field(
+        512 * 1024,
+        ge=1024,
+        le=8 * 1024 * 1024,
+        description=(
+            "Largest checkpoint message (store kafka); keep it under the "
+            "topic's max.message.bytes."
+        ),
+    )
+    shutdown_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="On SIGTERM, longest wait for the final checkpoint and commit.",
+    )
+
+    def topic_name(self, group_id: str) -> str:
+        return self.topic or f"{group_id}-checkpoints"
+
+
 class Config(_Section):
     """The whole configuration of `driftstream run`."""
 
@@ -220,6 +267,7 @@ class Config(_Section):
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     windows: WindowsConfig = Field(default_factory=WindowsConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
 
 
 def load_config(
@@ -340,6 +388,8 @@ def reference_markdown() -> str:
 def _show_default(default: object) -> str:
     if isinstance(default, tuple):
         return "[" + ", ".join(str(item) for item in default) + "]"
+    if isinstance(default, Path):
+        return str(default)
     if isinstance(default, float) and default.is_integer():
         return str(int(default))
     return str(default) if not isinstance(default, dict) else "{}"

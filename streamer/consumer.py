@@ -1,10 +1,17 @@
 """The live Kafka source: one consumer group over both topics, feeding the pipeline.
 
-Delivery: offsets are stored after the batch that contains them has been
-processed, and committed by librdkafka's auto-commit from the stored ones,
-so a crash re-delivers at most the batches since the last commit (at least
-once). The join and window state is held in memory only; a restarted process
-starts with empty windows and pending entries (see the README's Limitations).
+Delivery and state (``state.store`` kafka or directory). Every
+``state.checkpoint_interval_s``, when a partition is revoked, and on shutdown,
+each held partition's state is checkpointed together with the offsets of the
+next message of each topic it does not reflect; those offsets are committed
+only after the checkpoint is written. On assignment a partition's checkpoint
+is restored and consumption resumes from its offsets; a partition without one
+starts empty from the committed offset (or ``auto.offset.reset``). Messages
+handed out again after a rebalance are recognised by offset and skipped, so a
+crash at any moment loses nothing and counts nothing twice.
+
+With ``state.store: none`` state lives in memory only, and librdkafka
+auto-commits the offsets of processed batches.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,17 +31,19 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from streamer.checkpoint import CheckpointError, CheckpointStore
 from streamer.config import Config, KafkaConfig
 from streamer.errors import KafkaSetupError, TopicLayoutError
 from streamer.metrics import ConsumerHealth
 from streamer.pipeline import Pipeline
+from streamer.state import Side, StateFormatError
 
 log = logging.getLogger(__name__)
 
 TOPIC_CHECK_TIMEOUT_S = 15.0
 
 
-def consumer_settings(kafka: KafkaConfig) -> dict[str, Any]:
+def consumer_settings(kafka: KafkaConfig, *, auto_commit: bool) -> dict[str, Any]:
     """librdkafka settings: ours first, then the user's ``kafka.extra``."""
     settings: dict[str, Any] = {
         "bootstrap.servers": kafka.bootstrap_servers,
@@ -41,7 +51,7 @@ def consumer_settings(kafka: KafkaConfig) -> dict[str, Any]:
         # Range keeps partition p of both topics on one member: the join needs it.
         "partition.assignment.strategy": "range",
         "auto.offset.reset": kafka.auto_offset_reset,
-        "enable.auto.commit": True,
+        "enable.auto.commit": auto_commit,
         "enable.auto.offset.store": False,
         "session.timeout.ms": kafka.session_timeout_ms,
         # The 1000 ms default left the consumer idle half the time.
@@ -98,15 +108,20 @@ class KafkaSource:
         pipeline: Pipeline,
         health: ConsumerHealth,
         stop: threading.Event,
+        store: CheckpointStore,
     ) -> None:
         self.config = config
         self.pipeline = pipeline
         self.health = health
         self.stop = stop
-        settings = consumer_settings(config.kafka)
+        self.store = store
+        self.checkpointing = config.state.store != "none"
+        settings = consumer_settings(config.kafka, auto_commit=not self.checkpointing)
         settings["stats_cb"] = self._on_stats
         settings["error_cb"] = self._on_error
         self.consumer = Consumer(settings)
+        self._held: set[int] = set()
+        self._next_checkpoint_s = time.monotonic() + config.state.checkpoint_interval_s
 
     def run(self) -> None:
         """Check the topics, subscribe, and consume until stopped; then close."""
@@ -119,14 +134,18 @@ class KafkaSource:
                 kafka.outcomes_topic,
                 partitions,
             )
+            self.store.prepare(partitions)
             self.consumer.subscribe(
                 [kafka.predictions_topic, kafka.outcomes_topic],
                 on_assign=self._on_assign,
                 on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
             )
             self._loop()
+            self._checkpoint(sorted(self._held))
         finally:
             self.consumer.close()
+            self.store.close()
             log.info("consumer closed group=%s", kafka.group_id)
 
     def _loop(self) -> None:
@@ -136,10 +155,13 @@ class KafkaSource:
                 num_messages=kafka.consume_batch_size, timeout=kafka.consume_timeout_s
             )
             valid = [message for message in messages if not self._failed(message)]
-            if not valid:
-                continue
-            self.pipeline.process(valid)
-            self.consumer.store_offsets(offsets=_next_offsets(valid))
+            if valid:
+                self.health.kafka_reachable = True
+                self.pipeline.process(valid)
+                if not self.checkpointing:
+                    self.consumer.store_offsets(offsets=_next_offsets(valid))
+            if self.checkpointing and time.monotonic() >= self._next_checkpoint_s:
+                self._checkpoint(sorted(self._held))
 
     def _failed(self, message: Message) -> bool:
         error = message.error()
@@ -154,19 +176,131 @@ class KafkaSource:
             )
         return True
 
+    # -- checkpoints ------------------------------------------------------
+
+    def _checkpoint(self, partitions: list[int]) -> bool:
+        """Checkpoint ``partitions``, then commit what they cover; True if done."""
+        self._next_checkpoint_s = (
+            time.monotonic() + self.config.state.checkpoint_interval_s
+        )
+        if not self.checkpointing or not partitions:
+            return True
+        started = time.monotonic()
+        written = 0
+        commits: list[TopicPartition] = []
+        try:
+            for partition in partitions:
+                exported = self.pipeline.export_partition(partition)
+                if exported is None:
+                    continue
+                payload, offsets = exported
+                self.store.save(partition, payload)
+                written += len(payload)
+                commits.extend(self._offsets_of(partition, offsets))
+        except CheckpointError as exc:
+            self.health.checkpoint_failures += 1
+            log.error("checkpoint failed; offsets not committed error=%s", exc)
+            return False
+        if commits and not self._commit(commits):
+            return False
+        duration_s = time.monotonic() - started
+        self.health.last_checkpoint_wall_s = time.time()
+        self.health.last_checkpoint_bytes = written
+        self.health.last_checkpoint_duration_s = duration_s
+        log.info(
+            "checkpoint written partitions=%s bytes=%d duration_s=%.3f",
+            partitions,
+            written,
+            duration_s,
+        )
+        return True
+
+    def _offsets_of(
+        self, partition: int, offsets: dict[Side, int]
+    ) -> list[TopicPartition]:
+        topics = {
+            "prediction": self.config.kafka.predictions_topic,
+            "outcome": self.config.kafka.outcomes_topic,
+        }
+        return [
+            TopicPartition(topics[side], partition, offset)
+            for side, offset in sorted(offsets.items())
+        ]
+
+    def _commit(self, offsets: list[TopicPartition]) -> bool:
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            self.health.checkpoint_failures += 1
+            log.error("commit after checkpoint failed error=%s", exc)
+            return False
+        return True
+
+    def _restore(self, partition: int) -> dict[Side, int]:
+        """Load ``partition``'s checkpoint into the pipeline; its next offsets."""
+        try:
+            payload = self.store.load(partition)
+            if payload is not None:
+                return self.pipeline.import_partition(partition, payload)
+        except (CheckpointError, StateFormatError, KafkaException) as exc:
+            self.health.restore_failures += 1
+            log.error(
+                "checkpoint not restored; partition starts empty partition=%d error=%s",
+                partition,
+                exc,
+            )
+        self.pipeline.reset_partition(partition)
+        return {}
+
+    # -- the group --------------------------------------------------------
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        assigned = {(tp.topic, tp.partition) for tp in partitions}
-        self.health.assigned = assigned
+        self.health.rebalances += 1
+        started = time.monotonic()
         numbers = sorted({tp.partition for tp in partitions})
-        self.pipeline.keep_only(numbers)
-        log.info("partitions assigned partitions=%s", numbers)
+        offsets = {number: self._restore(number) for number in numbers}
+        for tp in partitions:
+            side: Side = (
+                "prediction"
+                if tp.topic == self.config.kafka.predictions_topic
+                else "outcome"
+            )
+            restored = offsets[tp.partition].get(side)
+            if restored is not None:
+                tp.offset = restored
+        consumer.assign(partitions)
+        self._held = set(numbers)
+        self.health.assigned = {(tp.topic, tp.partition) for tp in partitions}
+        self.health.last_restore_duration_s = time.monotonic() - started
+        log.info(
+            "partitions assigned partitions=%s restored=%s duration_s=%.3f",
+            numbers,
+            sorted(number for number, found in offsets.items() if found),
+            self.health.last_restore_duration_s,
+        )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.health.assigned = set()
-        log.info(
-            "partitions revoked partitions=%s",
-            sorted({tp.partition for tp in partitions}),
-        )
+        numbers = sorted({tp.partition for tp in partitions} & self._held)
+        self._checkpoint(numbers)
+        self._release(numbers)
+        log.info("partitions revoked partitions=%s", numbers)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        numbers = sorted({tp.partition for tp in partitions} & self._held)
+        self._release(numbers)
+        log.warning("partitions lost (not checkpointed) partitions=%s", numbers)
+
+    def _release(self, numbers: list[int]) -> None:
+        self.pipeline.revoke(numbers)
+        self._held -= set(numbers)
+        self.health.assigned = {
+            key for key in self.health.assigned if key[1] not in numbers
+        }
+        self.health.lag = {
+            key: lag for key, lag in self.health.lag.items() if key[1] not in numbers
+        }
+
+    # -- librdkafka callbacks ---------------------------------------------
 
     def _on_stats(self, stats_json: str) -> None:
         stats = json.loads(stats_json)

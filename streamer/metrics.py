@@ -10,6 +10,7 @@ sum(driftstream_window_events)``.
 from __future__ import annotations
 
 import platform
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -38,6 +39,13 @@ class ConsumerHealth:
     lag: dict[tuple[str, int], int] = field(default_factory=dict)
     assigned: set[tuple[str, int]] = field(default_factory=set)
     kafka_reachable: bool = False
+    rebalances: int = 0
+    last_checkpoint_wall_s: float | None = None
+    last_checkpoint_bytes: int = 0
+    last_checkpoint_duration_s: float = 0.0
+    checkpoint_failures: int = 0
+    restore_failures: int = 0
+    last_restore_duration_s: float | None = None
 
 
 class PipelineCollector(Collector):
@@ -111,11 +119,52 @@ class PipelineCollector(Collector):
             "1 while the consumer can reach the Kafka cluster, else 0.",
             value=1 if self.health.kafka_reachable else 0,
         )
+        yield from self._checkpoints()
         if last_message_s is not None:
             yield GaugeMetricFamily(
                 PREFIX + "last_message_timestamp_seconds",
                 "Wall-clock time the last batch of messages was processed.",
                 value=last_message_s,
+            )
+
+    def _checkpoints(self) -> Iterator[Metric]:
+        health = self.health
+        yield CounterMetricFamily(
+            PREFIX + "rebalances",
+            "Partition assignments received from the consumer group.",
+            value=health.rebalances,
+        )
+        yield CounterMetricFamily(
+            PREFIX + "checkpoint_failures",
+            "Checkpoints that were not written; their offsets stay uncommitted.",
+            value=health.checkpoint_failures,
+        )
+        yield CounterMetricFamily(
+            PREFIX + "restore_failures",
+            "Checkpoints that could not be read back; the partition started empty.",
+            value=health.restore_failures,
+        )
+        if health.last_checkpoint_wall_s is not None:
+            yield GaugeMetricFamily(
+                PREFIX + "checkpoint_age_seconds",
+                "Seconds since the last complete checkpoint of every partition.",
+                value=max(0.0, time.time() - health.last_checkpoint_wall_s),
+            )
+            yield GaugeMetricFamily(
+                PREFIX + "checkpoint_size_bytes",
+                "Bytes written by the last complete checkpoint.",
+                value=health.last_checkpoint_bytes,
+            )
+            yield GaugeMetricFamily(
+                PREFIX + "checkpoint_duration_seconds",
+                "Time the last complete checkpoint took.",
+                value=health.last_checkpoint_duration_s,
+            )
+        if health.last_restore_duration_s is not None:
+            yield GaugeMetricFamily(
+                PREFIX + "restore_duration_seconds",
+                "Time the last restore of assigned partitions took.",
+                value=health.last_restore_duration_s,
             )
 
 

@@ -30,10 +30,11 @@ import numpy as np
 
 from streamer.config import Config
 from streamer.events import ModelKey, Outcome, Prediction
-from streamer.join import EventJoin, JoinStep
+from streamer.join import JoinStep
 from streamer.loss import multiclass_log_loss
 from streamer.records import Invalid, decode_outcome, decode_prediction
 from streamer.records import resolve_binary_label as _resolve_binary
+from streamer.state import JoinOptions, PartitionState, Side, decode, encode
 from streamer.windows import RollingWindows, WindowSpec, WindowStats
 
 log = logging.getLogger(__name__)
@@ -79,21 +80,6 @@ class Histogram:
 
 
 @dataclass
-class PartitionState:
-    """All state of one input partition: it moves with the partition."""
-
-    join: EventJoin
-    windows: dict[ModelKey, RollingWindows] = field(default_factory=dict)
-    prediction_watermark_ms: int = -1
-    outcome_watermark_ms: int = -1
-
-    @property
-    def join_clock_ms(self) -> int:
-        """The older of the two topics' newest timestamps in this partition."""
-        return min(self.prediction_watermark_ms, self.outcome_watermark_ms)
-
-
-@dataclass
 class Counters:
     """Process-wide monotonic counters, keyed by their label values."""
 
@@ -114,6 +100,7 @@ class Counters:
     )
     late: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     over_model_limit: int = 0
+    redelivered: int = 0
     loss: dict[ModelKey, Histogram] = field(default_factory=dict)
     join_delay: dict[ModelKey, Histogram] = field(default_factory=dict)
 
@@ -144,6 +131,11 @@ class Pipeline:
     ) -> None:
         self.config = config
         self.specs: tuple[WindowSpec, ...] = config.windows.specs()
+        self.join_options = JoinOptions(
+            prediction_ttl_ms=round(config.join.prediction_ttl_s * 1000),
+            outcome_ttl_ms=round(config.join.outcome_ttl_s * 1000),
+            max_pending=config.join.max_pending,
+        )
         self.counters = Counters()
         self.partitions: dict[int, PartitionState] = {}
         self.known_models: set[ModelKey] = set()
@@ -159,14 +151,10 @@ class Pipeline:
             for partition in partitions:
                 self.partitions.setdefault(partition, self._new_partition())
 
-    def keep_only(self, partitions: Iterable[int]) -> None:
-        """Hold state for exactly ``partitions``: the consumer's new assignment."""
-        wanted = set(partitions)
+    def reset_partition(self, partition: int) -> None:
+        """Start ``partition`` with empty state (no checkpoint to restore)."""
         with self.lock:
-            for partition in set(self.partitions) - wanted:
-                del self.partitions[partition]
-            for partition in wanted:
-                self.partitions.setdefault(partition, self._new_partition())
+            self.partitions[partition] = self._new_partition()
 
     def revoke(self, partitions: Iterable[int]) -> None:
         with self.lock:
@@ -174,14 +162,30 @@ class Pipeline:
                 self.partitions.pop(partition, None)
 
     def _new_partition(self) -> PartitionState:
-        join = self.config.join
-        return PartitionState(
-            join=EventJoin(
-                prediction_ttl_ms=round(join.prediction_ttl_s * 1000),
-                outcome_ttl_ms=round(join.outcome_ttl_s * 1000),
-                max_pending=join.max_pending,
-            )
-        )
+        return PartitionState(join=self.join_options.new_join())
+
+    def export_partition(self, partition: int) -> tuple[bytes, dict[Side, int]] | None:
+        """Checkpoint bytes of ``partition`` and the next offset of each side."""
+        with self.lock:
+            state = self.partitions.get(partition)
+            if state is None:
+                return None
+            return encode(state), dict(state.next_offsets)
+
+    def import_partition(self, partition: int, payload: bytes) -> dict[Side, int]:
+        """Replace ``partition``'s state by a checkpoint; its next offsets.
+
+        Raises
+        ------
+        StateFormatError
+            The checkpoint is unreadable; the partition's state is unchanged.
+        """
+        state = decode(payload, options=self.join_options, specs=self.specs)
+        with self.lock:
+            self.partitions[partition] = state
+            for model in state.windows:
+                self.known_models.add(model)
+            return dict(state.next_offsets)
 
     # -- the flow ---------------------------------------------------------
 
@@ -211,8 +215,17 @@ class Pipeline:
         state = self.partitions.get(partition)
         if state is None:
             state = self.partitions[partition] = self._new_partition()
+        side: Side = (
+            "prediction" if topic == self.config.kafka.predictions_topic else "outcome"
+        )
+        offset = message.offset()
+        if offset is not None and offset >= 0:
+            if state.already_seen(side, offset):
+                self.counters.redelivered += 1
+                return
+            state.next_offsets[side] = offset + 1
         kafka_ts = _kafka_timestamp(message)
-        if topic == self.config.kafka.predictions_topic:
+        if side == "prediction":
             prediction = decode_prediction(
                 message.value(),
                 message.key(),

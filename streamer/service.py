@@ -11,6 +11,7 @@ import threading
 
 from prometheus_client import CollectorRegistry
 
+from streamer.checkpoint import open_store
 from streamer.config import Config
 from streamer.consumer import KafkaSource, readiness
 from streamer.metrics import ConsumerHealth, PipelineCollector
@@ -36,7 +37,9 @@ class Service:
             host=config.metrics.host,
             port=config.metrics.port,
         )
-        self.source = KafkaSource(config, self.pipeline, self.health, self.stop_event)
+        self.source = KafkaSource(
+            config, self.pipeline, self.health, self.stop_event, open_store(config)
+        )
         self._thread: threading.Thread | None = None
         self.failure: BaseException | None = None
 

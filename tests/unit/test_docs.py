@@ -33,7 +33,12 @@ def _exported_names() -> set[str]:
             Message("outcomes", 0, b"{"),
         ]
     )
-    health = ConsumerHealth(lag={("t", 0): 3}, assigned={("t", 0)})
+    health = ConsumerHealth(
+        lag={("t", 0): 3},
+        assigned={("t", 0)},
+        last_checkpoint_wall_s=time.time(),
+        last_restore_duration_s=0.2,
+    )
     suffix = {"counter": "_total", "info": "_info"}
     names = {
         family.name + suffix.get(family.type, "")

@@ -347,8 +347,10 @@ def test_eviction_count_at_max_pending(side: Side) -> None:
     assert join.pending_predictions + join.pending_outcomes == 3
 
 
-def test_joined_records_are_released() -> None:
+@pytest.mark.parametrize("newest_ms", [0, 10**6], ids=["in order", "out of order"])
+def test_joined_records_are_released(newest_ms: int) -> None:
     join = make_join(max_pending=8, prediction_ttl_ms=10**9)
+    join.add_prediction(prediction("newest", newest_ms), now_ms=0)
     tracemalloc.start()
     try:
         before, _ = tracemalloc.get_traced_memory()
@@ -360,7 +362,7 @@ def test_joined_records_are_released() -> None:
     finally:
         tracemalloc.stop()
 
-    assert join.pending_predictions == 0
+    assert join.pending_predictions == 1
     assert after - before < 100_000
 
 
@@ -599,14 +601,14 @@ operations = st.lists(
     st.one_of(
         st.tuples(
             st.just("prediction"),
+            now_steps,
             event_ids,
             timestamp_offsets,
             st.booleans(),
-            now_steps,
         ),
-        st.tuples(st.just("outcome"), event_ids, timestamp_offsets, now_steps),
+        st.tuples(st.just("outcome"), now_steps, event_ids, timestamp_offsets),
         st.tuples(st.just("expire"), now_steps),
-        st.tuples(st.just("checkpoint")),
+        st.tuples(st.just("checkpoint"), st.just(0)),
     ),
     min_size=20,
     max_size=150,
@@ -646,18 +648,17 @@ def test_join_matches_the_naive_reference(
 
     now_ms = 100
     with mock.patch.object(join_module, "_INDEX_SLACK", index_slack):
-        for serial, op in enumerate(ops):
-            kind = op[0]
-            now_ms += op[-1] if kind != "checkpoint" else 0
+        for serial, (kind, now_step, *args) in enumerate(ops):
+            now_ms += now_step
             if kind == "prediction":
-                _, event_id, offset, churn, _ = op
+                event_id, offset, churn = args
                 model = CHURN if churn else FRAUD
                 record = Prediction(event_id, model, now_ms + offset, serial / 1000)
                 assert join.add_prediction(record, now_ms=now_ms) == reference.add(
                     record, now_ms
                 )
             elif kind == "outcome":
-                _, event_id, offset, _ = op
+                event_id, offset = args
                 other = Outcome(event_id, serial, now_ms + offset)
                 assert join.add_outcome(other, now_ms=now_ms) == reference.add(
                     other, now_ms
@@ -680,3 +681,5 @@ def test_join_matches_the_naive_reference(
             assert join.pending_predictions_by_model() == {
                 key: models.count(key) for key in set(models)
             }
+
+        assert join.expire(now_ms + 100) == reference.expire(now_ms + 100)
