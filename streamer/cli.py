@@ -7,8 +7,10 @@ configuration or topic-layout problem the operator must fix, 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -22,6 +24,7 @@ from pydantic import ValidationError
 
 from streamer import __version__, demo
 from streamer.config import Config, load_config
+from streamer.consumer import require_topics
 from streamer.errors import ConfigError, DriftstreamError, TopicLayoutError
 from streamer.generate import GeneratorConfig, produce_stream
 from streamer.service import Service
@@ -77,7 +80,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_generate(commands: Any) -> None:
     generate = commands.add_parser(
-        "generate", help="produce synthetic predictions and outcomes to Kafka"
+        "generate",
+        help="produce synthetic predictions and outcomes to Kafka",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     generate.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
     generate.add_argument("--predictions-topic", default="predictions")
@@ -95,6 +100,12 @@ def _add_generate(commands: Any) -> None:
     generate.add_argument("--drift-at-s", type=float, default=None)
     generate.add_argument("--drift-strength", type=float, default=0.5)
     generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument(
+        "--event-id-prefix",
+        default=None,
+        help="prefix of every event id (default: one per run, so that runs into "
+        "the same topics never share ids)",
+    )
     generate.add_argument(
         "--as-fast-as-possible",
         action="store_true",
@@ -115,9 +126,17 @@ def _generate(args: argparse.Namespace) -> int:
             drift_at_s=args.drift_at_s,
             drift_strength=args.drift_strength,
             seed=args.seed,
+            event_id_prefix=(
+                args.event_id_prefix
+                if args.event_id_prefix is not None
+                else f"{time.time_ns() // 1_000_000:x}-"
+            ),
         )
     except ValidationError as exc:
         raise ConfigError(f"invalid generator options: {exc}") from exc
+    require_topics(
+        args.bootstrap_servers, (args.predictions_topic, args.outcomes_topic)
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
@@ -184,9 +203,18 @@ def _give_up(deadline_s: float) -> None:
     os._exit(1)
 
 
+SECRET_SETTING = re.compile(r"password|secret|\.pem$|jaas", re.IGNORECASE)
+"""librdkafka settings whose values check-config prints as ``***``."""
+
+
 def _check_config(args: argparse.Namespace) -> int:
     config: Config = load_config(args.config)
-    print(config.model_dump_json(indent=2))
+    shown = config.model_dump(mode="json")
+    shown["kafka"]["extra"] = {
+        key: "***" if SECRET_SETTING.search(key) else value
+        for key, value in shown["kafka"]["extra"].items()
+    }
+    print(json.dumps(shown, indent=2))
     print(f"driftstream: {args.config} is valid", file=sys.stderr)
     return 0
 

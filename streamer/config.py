@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from streamer.errors import ConfigError
 from streamer.loss import DEFAULT_EPS
@@ -177,11 +184,20 @@ class WindowsConfig(_Section):
         ),
     )
 
+    @field_validator("lengths")
+    @classmethod
+    def _lengths_parse(cls, lengths: tuple[str, ...]) -> tuple[str, ...]:
+        durations = [parse_window(text, buckets=1).length_ms for text in lengths]
+        if len(set(durations)) != len(durations):
+            raise ValueError(f"window lengths repeat: {list(lengths)}")
+        return lengths
+
     @model_validator(mode="after")
-    def _lengths_parse(self) -> Self:
-        if len(set(self.lengths)) != len(self.lengths):
-            raise ValueError(f"window lengths repeat: {list(self.lengths)}")
-        self.specs()
+    def _buckets_divide(self) -> Self:
+        try:
+            self.specs()
+        except ValueError as exc:
+            raise ValueError(f"windows.lengths and windows.buckets: {exc}") from exc
         return self
 
     def specs(self) -> tuple[WindowSpec, ...]:
@@ -285,6 +301,8 @@ def load_config(
     env = os.environ if environ is None else environ
     merged = _apply_env(raw, env)
     source = str(path) if path is not None else "defaults"
+    if any(name.upper().startswith(ENV_PREFIX) for name in env):
+        source += f" and {ENV_PREFIX}* environment variables"
     try:
         return Config.model_validate(merged)
     except ValidationError as exc:
@@ -350,12 +368,14 @@ def _deep_copy(tree: dict[str, Any]) -> dict[str, Any]:
 def _explain(exc: ValidationError, source: str) -> str:
     lines = [f"invalid configuration ({source}):"]
     for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"])
-        env_name = ENV_PREFIX + "__".join(str(p) for p in error["loc"]).upper()
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
         given = error.get("input")
-        lines.append(
-            f"  {key}: {error['msg']} (given: {given!r}; env override: {env_name})"
-        )
+        context = [] if isinstance(given, dict) else [f"given: {given!r}"]
+        if len(error["loc"]) >= 2:
+            path = "__".join(str(part) for part in error["loc"]).upper()
+            context.append(f"env override: {ENV_PREFIX}{path}")
+        suffix = f" ({'; '.join(context)})" if context else ""
+        lines.append(f"  {key}: {error['msg']}{suffix}")
     return "\n".join(lines)
 
 

@@ -36,11 +36,13 @@ from streamer.config import Config, KafkaConfig
 from streamer.errors import KafkaSetupError, TopicLayoutError
 from streamer.metrics import ConsumerHealth
 from streamer.pipeline import Pipeline
+from streamer.ratelimit import RateLimitedLog
 from streamer.state import Side, StateFormatError
 
 log = logging.getLogger(__name__)
 
 TOPIC_CHECK_TIMEOUT_S = 15.0
+KAFKA_ERROR_LOG_INTERVAL_S = 30.0
 
 
 def consumer_settings(kafka: KafkaConfig, *, auto_commit: bool) -> dict[str, Any]:
@@ -57,6 +59,8 @@ def consumer_settings(kafka: KafkaConfig, *, auto_commit: bool) -> dict[str, Any
         # The 1000 ms default left the consumer idle half the time.
         "fetch.queue.backoff.ms": 10,
         "statistics.interval.ms": kafka.statistics_interval_ms,
+        # librdkafka's own log lines go through Python logging, not stderr.
+        "logger": logging.getLogger("streamer.librdkafka"),
     }
     settings.update(kafka.extra)
     return settings
@@ -79,6 +83,16 @@ def check_copartitioned(consumer: Consumer, kafka: KafkaConfig) -> int:
             "Give them the same count (and re-key if needed), then restart."
         )
     return predictions
+
+
+def require_topics(bootstrap_servers: str, topics: Sequence[str]) -> None:
+    """Fail fast, naming the topic, when one of ``topics`` does not exist."""
+    probe = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "probe"})
+    try:
+        for topic in topics:
+            _partition_count(probe, topic)
+    finally:
+        probe.close()
 
 
 def _partition_count(consumer: Consumer, topic: str) -> int:
@@ -121,6 +135,7 @@ class KafkaSource:
         settings["error_cb"] = self._on_error
         self.consumer = Consumer(settings)
         self._held: set[int] = set()
+        self._error_log = RateLimitedLog(log, "kafka error", KAFKA_ERROR_LOG_INTERVAL_S)
         self._next_checkpoint_s = time.monotonic() + config.state.checkpoint_interval_s
 
     def run(self) -> None:
@@ -128,6 +143,7 @@ class KafkaSource:
         kafka = self.config.kafka
         try:
             partitions = check_copartitioned(self.consumer, kafka)
+            self.health.kafka_reachable = True
             log.info(
                 "topics co-partitioned predictions=%s outcomes=%s partitions=%d",
                 kafka.predictions_topic,
@@ -313,7 +329,9 @@ class KafkaSource:
     def _on_error(self, error: KafkaError) -> None:
         if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
             self.health.kafka_reachable = False
-        log.warning("kafka error code=%s reason=%s", error.name(), error.str())
+        self._error_log.note(
+            error.name(), "code=%s reason=%s", error.name(), error.str()
+        )
 
 
 def _next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
@@ -341,10 +359,31 @@ def _lags(
     for topic, described in stats.get("topics", {}).items():
         for number, partition in described.get("partitions", {}).items():
             key = (topic, int(number))
-            lag = partition.get("consumer_lag", -1)
-            if key in assigned and lag >= 0:
+            lag = _position_lag(partition)
+            if key in assigned and lag is not None:
                 lags[key] = lag
     return lags
+
+
+def _position_lag(partition: dict[str, Any]) -> int | None:
+    """Messages between the consumer's position and the end; None if unknown.
+
+    librdkafka's own ``consumer_lag`` counts from the committed offset, which
+    only moves at checkpoints; the position (``app_offset``) is what has been
+    processed. An empty partition (low == high) lags by 0 before any fetch.
+    """
+    end = int(partition.get("ls_offset", -1))
+    if end < 0:
+        end = int(partition.get("hi_offset", -1))
+    if end < 0:
+        return None
+    for name in ("app_offset", "committed_offset"):
+        position = int(partition.get(name, -1))
+        if position >= 0:
+            return max(0, end - position)
+    if partition.get("lo_offset", -1) == end:
+        return 0
+    return None
 
 
 def readiness(health: ConsumerHealth, *, max_lag: int) -> tuple[bool, str]:

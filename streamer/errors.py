@@ -17,3 +17,7 @@ class TopicLayoutError(DriftstreamError):
 
 class KafkaSetupError(DriftstreamError):
     """Kafka could not be reached or set up (broker, topics, local broker)."""
+
+
+class EndpointError(DriftstreamError):
+    """The HTTP endpoint cannot listen where it was told to."""

@@ -32,6 +32,7 @@ from streamer.config import Config
 from streamer.events import ModelKey, Outcome, Prediction
 from streamer.join import JoinStep
 from streamer.loss import multiclass_log_loss
+from streamer.ratelimit import RateLimitedLog
 from streamer.records import Invalid, decode_outcome, decode_prediction
 from streamer.records import resolve_binary_label as _resolve_binary
 from streamer.state import JoinOptions, PartitionState, Side, decode, encode
@@ -142,7 +143,9 @@ class Pipeline:
         self.last_message_wall_s: float | None = None
         self.lock = threading.Lock()
         self._wall_clock_ms = wall_clock_ms or (lambda: time.time_ns() // 1_000_000)
-        self._invalid_log = _RateLimitedLog(INVALID_LOG_INTERVAL_S)
+        self._invalid_log = RateLimitedLog(
+            log, "invalid message", INVALID_LOG_INTERVAL_S
+        )
 
     # -- partitions -------------------------------------------------------
 
@@ -315,7 +318,10 @@ class Pipeline:
         bucket = scored[(partition, prediction.model)]
         bucket.timestamps_ms.append(outcome.timestamp_ms)
         bucket.p_true.append(p_true)
-        bucket.delays_s.append((outcome.timestamp_ms - prediction.timestamp_ms) / 1000)
+        # An outcome stamped before its prediction (clock skew) counts as 0 s,
+        # so the histogram's sum stays monotonic.
+        delay_ms = max(0, outcome.timestamp_ms - prediction.timestamp_ms)
+        bucket.delays_s.append(delay_ms / 1000)
 
     def _probability_of_label(
         self, prediction: Prediction, outcome: Outcome
@@ -383,7 +389,14 @@ class Pipeline:
 
     def _count_invalid(self, topic: str, reason: Invalid, message: MessageLike) -> None:
         self.counters.invalid[(topic, reason.value)] += 1
-        self._invalid_log.note(topic, reason.value, message)
+        self._invalid_log.note(
+            f"{topic}/{reason.value}",
+            "topic=%s partition=%s offset=%s reason=%s",
+            topic,
+            message.partition(),
+            message.offset(),
+            reason.value,
+        )
 
     # -- reading the state ------------------------------------------------
 
@@ -444,31 +457,3 @@ def _sort_key(item: tuple[ModelKey, str]) -> tuple[str, str, str]:
 def _kafka_timestamp(message: MessageLike) -> int | None:
     kind, value = message.timestamp()
     return value if kind != 0 and value >= 0 else None
-
-
-class _RateLimitedLog:
-    """Logs invalid messages at most once per reason per interval, with a count."""
-
-    def __init__(self, interval_s: float) -> None:
-        self.interval_s = interval_s
-        self.last_logged: dict[tuple[str, str], float] = {}
-        self.suppressed: defaultdict[tuple[str, str], int] = defaultdict(int)
-
-    def note(self, topic: str, reason: str, message: MessageLike) -> None:
-        key = (topic, reason)
-        now = time.monotonic()
-        last = self.last_logged.get(key)
-        if last is not None and now - last < self.interval_s:
-            self.suppressed[key] += 1
-            return
-        self.last_logged[key] = now
-        suppressed = self.suppressed.pop(key, 0)
-        log.warning(
-            "invalid message topic=%s partition=%s offset=%s reason=%s "
-            "similar_since_last_log=%d",
-            topic,
-            message.partition(),
-            message.offset(),
-            reason,
-            suppressed,
-        )

@@ -13,6 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from streamer.errors import EndpointError
+
 log = logging.getLogger(__name__)
 
 Readiness = Callable[[], tuple[bool, str]]
@@ -31,7 +33,14 @@ class MetricsServer:
         port: int,
     ) -> None:
         handler = _handler_class(registry, readiness)
-        self._server = ThreadingHTTPServer((host, port), handler)
+        try:
+            self._server = ThreadingHTTPServer((host, port), handler)
+        except OSError as exc:
+            raise EndpointError(
+                f"cannot listen on {host}:{port} for /metrics: {exc.strerror}; "
+                "set metrics.port (DRIFTSTREAM__METRICS__PORT) to a free port, "
+                "or metrics.host to an address of this machine"
+            ) from exc
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="metrics-http", daemon=True

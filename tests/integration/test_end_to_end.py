@@ -308,3 +308,43 @@ def test_partition_count_mismatch_fails_fast(kafka_bootstrap: str) -> None:
         rf"topic '{outcomes_topic}' has 3",
     ):
         service.run()
+
+
+def _ready(url: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url + "/readyz", timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_ready_on_empty_topics_and_a_taken_port(
+    kafka_bootstrap: str, service_factory: list[Service]
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    predictions_topic, outcomes_topic = f"pred-{suffix}", f"out-{suffix}"
+    create_topics(kafka_bootstrap, {predictions_topic: 3, outcomes_topic: 3})
+    config = _config(kafka_bootstrap, predictions_topic, outcomes_topic)
+    service = Service(config)
+    service.start()
+    service_factory.append(service)
+
+    deadline = time.monotonic() + 30
+    while _ready(service.metrics_url) != 200:
+        assert time.monotonic() < deadline, "never ready on empty partitions"
+        time.sleep(0.2)
+
+    from streamer.errors import EndpointError
+
+    taken = config.model_copy(
+        update={
+            "metrics": config.metrics.model_copy(update={"port": service.server.port})
+        }
+    )
+    with pytest.raises(
+        EndpointError, match=rf"cannot listen on 127\.0\.0\.1:{service.server.port}"
+    ):
+        Service(taken)

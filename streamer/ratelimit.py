@@ -1,0 +1,34 @@
+"""A log that says each kind of event at most once per interval, with a count."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+
+class RateLimitedLog:
+    """Logs the first event of each key per interval and counts the rest.
+
+    For the hot loop and for error callbacks that can fire many times a
+    second: the log stays readable and no event goes unmentioned.
+    """
+
+    def __init__(self, logger: logging.Logger, what: str, interval_s: float) -> None:
+        self.logger = logger
+        self.what = what
+        self.interval_s = interval_s
+        self._last_logged: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def note(self, key: str, message: str, *args: object) -> None:
+        """Log ``message % args`` unless ``key`` was logged within the interval."""
+        now = time.monotonic()
+        last = self._last_logged.get(key)
+        if last is not None and now - last < self.interval_s:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        self._last_logged[key] = now
+        suppressed = self._suppressed.pop(key, 0)
+        self.logger.warning(
+            f"{self.what} {message} similar_since_last_log=%d", *args, suppressed
+        )
