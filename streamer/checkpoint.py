@@ -41,6 +41,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from streamer.config import Config
 from streamer.errors import DriftstreamError, TopicLayoutError
+from streamer.ratelimit import LIBRDKAFKA_LOGGER
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,7 @@ class KafkaStore:
         }
         self.client_settings: dict[str, Any] = {
             "bootstrap.servers": kafka.bootstrap_servers,
+            "logger": LIBRDKAFKA_LOGGER,
             **shared,
         }
         self._producer = Producer(

@@ -10,7 +10,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import signal
 import sys
 import threading
@@ -23,7 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from streamer import __version__, demo
-from streamer.config import Config, load_config
+from streamer.config import SECRET_SETTING, Config, load_config
 from streamer.consumer import require_topics
 from streamer.errors import ConfigError, DriftstreamError, TopicLayoutError
 from streamer.generate import GeneratorConfig, produce_stream
@@ -201,10 +200,6 @@ def _give_up(deadline_s: float) -> None:
     )
     logging.shutdown()
     os._exit(1)
-
-
-SECRET_SETTING = re.compile(r"password|secret|\.pem$|jaas", re.IGNORECASE)
-"""librdkafka settings whose values check-config prints as ``***``."""
 
 
 def _check_config(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ the file; the file wins over the defaults documented here.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -30,6 +31,9 @@ from streamer.loss import DEFAULT_EPS
 from streamer.windows import WindowSpec, parse_window
 
 ENV_PREFIX = "DRIFTSTREAM__"
+
+SECRET_SETTING = re.compile(r"password|secret|\.pem$|jaas", re.IGNORECASE)
+"""``kafka.extra`` settings whose values are never shown (check-config, errors)."""
 
 
 class _Section(BaseModel):
@@ -152,6 +156,15 @@ class ScoringConfig(_Section):
         description=(
             "Probabilities are clipped to [eps, 1 - eps]; the default is "
             "scikit-learn 1.9's (float64 machine epsilon)."
+        ),
+    )
+    max_future_skew_s: float = Field(
+        300.0,
+        ge=0,
+        description=(
+            "Records stamped further ahead of the wall clock are invalid "
+            "(timestamp_in_future), so a skewed clock cannot move the join's "
+            "clock or the windows into the future."
         ),
     )
     probability_sum_tolerance: float = Field(
@@ -370,6 +383,8 @@ def _explain(exc: ValidationError, source: str) -> str:
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"]) or "(top level)"
         given = error.get("input")
+        if any(SECRET_SETTING.search(str(part)) for part in error["loc"]):
+            given = "***"
         context = [] if isinstance(given, dict) else [f"given: {given!r}"]
         if len(error["loc"]) >= 2:
             path = "__".join(str(part) for part in error["loc"]).upper()

@@ -36,7 +36,7 @@ from streamer.config import Config, KafkaConfig
 from streamer.errors import KafkaSetupError, TopicLayoutError
 from streamer.metrics import ConsumerHealth
 from streamer.pipeline import Pipeline
-from streamer.ratelimit import RateLimitedLog
+from streamer.ratelimit import LIBRDKAFKA_LOGGER, RateLimitedLog
 from streamer.state import Side, StateFormatError
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def consumer_settings(kafka: KafkaConfig, *, auto_commit: bool) -> dict[str, Any
         "fetch.queue.backoff.ms": 10,
         "statistics.interval.ms": kafka.statistics_interval_ms,
         # librdkafka's own log lines go through Python logging, not stderr.
-        "logger": logging.getLogger("streamer.librdkafka"),
+        "logger": LIBRDKAFKA_LOGGER,
     }
     settings.update(kafka.extra)
     return settings
@@ -253,20 +253,21 @@ class KafkaSource:
         return True
 
     def _restore(self, partition: int) -> dict[Side, int]:
-        """Load ``partition``'s checkpoint into the pipeline; its next offsets."""
+        """Load ``partition``'s checkpoint into the pipeline; its next offsets.
+
+        State this process still holds (a partition lost in a broker outage
+        and handed back) is kept when it is at least as far along as the
+        checkpoint: it holds everything the checkpoint does, and its offsets
+        keep the records consumed since from being counted again.
+        """
         try:
             payload = self.store.load(partition)
             if payload is not None:
-                return self.pipeline.import_partition(partition, payload)
+                return self.pipeline.adopt_checkpoint(partition, payload)
         except (CheckpointError, StateFormatError, KafkaException) as exc:
             self.health.restore_failures += 1
-            log.error(
-                "checkpoint not restored; partition starts empty partition=%d error=%s",
-                partition,
-                exc,
-            )
-        self.pipeline.reset_partition(partition)
-        return {}
+            log.error("checkpoint not restored partition=%d error=%s", partition, exc)
+        return self.pipeline.keep_or_reset(partition)
 
     # -- the group --------------------------------------------------------
 
@@ -274,6 +275,7 @@ class KafkaSource:
         self.health.rebalances += 1
         started = time.monotonic()
         numbers = sorted({tp.partition for tp in partitions})
+        self.pipeline.revoke(set(self.pipeline.partitions) - set(numbers))
         offsets = {number: self._restore(number) for number in numbers}
         for tp in partitions:
             side: Side = (
@@ -302,12 +304,15 @@ class KafkaSource:
         log.info("partitions revoked partitions=%s", numbers)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Another member may own them now, so no checkpoint; the state stays
+        # until the next assignment says whether they came back to us.
         numbers = sorted({tp.partition for tp in partitions} & self._held)
-        self._release(numbers)
+        self._release(numbers, keep_state=True)
         log.warning("partitions lost (not checkpointed) partitions=%s", numbers)
 
-    def _release(self, numbers: list[int]) -> None:
-        self.pipeline.revoke(numbers)
+    def _release(self, numbers: list[int], *, keep_state: bool = False) -> None:
+        if not keep_state:
+            self.pipeline.revoke(numbers)
         self._held -= set(numbers)
         self.health.assigned = {
             key for key in self.health.assigned if key[1] not in numbers

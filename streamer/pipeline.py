@@ -143,6 +143,8 @@ class Pipeline:
         self.last_message_wall_s: float | None = None
         self.lock = threading.Lock()
         self._wall_clock_ms = wall_clock_ms or (lambda: time.time_ns() // 1_000_000)
+        self._future_skew_ms = round(config.scoring.max_future_skew_s * 1000)
+        self._latest_valid_ms = 0
         self._invalid_log = RateLimitedLog(
             log, "invalid message", INVALID_LOG_INTERVAL_S
         )
@@ -154,10 +156,31 @@ class Pipeline:
             for partition in partitions:
                 self.partitions.setdefault(partition, self._new_partition())
 
-    def reset_partition(self, partition: int) -> None:
-        """Start ``partition`` with empty state (no checkpoint to restore)."""
+    def keep_or_reset(self, partition: int) -> dict[Side, int]:
+        """Keep ``partition``'s state if held, else start it empty; its offsets."""
         with self.lock:
-            self.partitions[partition] = self._new_partition()
+            state = self.partitions.setdefault(partition, self._new_partition())
+            return dict(state.next_offsets)
+
+    def adopt_checkpoint(self, partition: int, payload: bytes) -> dict[Side, int]:
+        """Take a checkpoint unless the state held is at least as far along.
+
+        Returns the next offsets of the state now held.
+
+        Raises
+        ------
+        StateFormatError
+            The checkpoint is unreadable; the partition's state is unchanged.
+        """
+        restored = decode(payload, options=self.join_options, specs=self.specs)
+        with self.lock:
+            held = self.partitions.get(partition)
+            if held is not None and _at_least(held.next_offsets, restored.next_offsets):
+                return dict(held.next_offsets)
+            self.partitions[partition] = restored
+            for model in restored.windows:
+                self.known_models.add(model)
+            return dict(restored.next_offsets)
 
     def revoke(self, partitions: Iterable[int]) -> None:
         with self.lock:
@@ -175,28 +198,12 @@ class Pipeline:
                 return None
             return encode(state), dict(state.next_offsets)
 
-    def import_partition(self, partition: int, payload: bytes) -> dict[Side, int]:
-        """Replace ``partition``'s state by a checkpoint; its next offsets.
-
-        Raises
-        ------
-        StateFormatError
-            The checkpoint is unreadable; the partition's state is unchanged.
-        """
-        state = decode(payload, options=self.join_options, specs=self.specs)
-        with self.lock:
-            self.partitions[partition] = state
-            for model in state.windows:
-                self.known_models.add(model)
-            return dict(state.next_offsets)
-
-    # -- the flow ---------------------------------------------------------
-
     def process(self, messages: Sequence[MessageLike]) -> None:
         """Decode, join, score and window one batch of messages."""
         if not messages:
             return
         with self.lock:
+            self._latest_valid_ms = self._wall_clock_ms() + self._future_skew_ms
             scored: defaultdict[tuple[int, ModelKey], _Scored] = defaultdict(_Scored)
             touched: set[int] = set()
             for message in messages:
@@ -274,6 +281,10 @@ class Pipeline:
         scored: defaultdict[tuple[int, ModelKey], _Scored],
         message: MessageLike,
     ) -> None:
+        if not isinstance(outcome, Invalid) and (
+            outcome.timestamp_ms > self._latest_valid_ms
+        ):
+            outcome = Invalid.TIMESTAMP_IN_FUTURE
         if isinstance(outcome, Invalid):
             self._count_invalid(self.config.kafka.outcomes_topic, outcome, message)
             return
@@ -447,6 +458,10 @@ class Pipeline:
                 "prediction": sum(s.join.pending_predictions for s in states),
                 "outcome": sum(s.join.pending_outcomes for s in states),
             }
+
+
+def _at_least(held: dict[Side, int], checkpoint: dict[Side, int]) -> bool:
+    return all(held.get(side, -1) >= offset for side, offset in checkpoint.items())
 
 
 def _sort_key(item: tuple[ModelKey, str]) -> tuple[str, str, str]:

@@ -32,3 +32,33 @@ class RateLimitedLog:
         self.logger.warning(
             f"{self.what} {message} similar_since_last_log=%d", *args, suppressed
         )
+
+
+class RateLimitFilter(logging.Filter):
+    """Lets through one record per message shape per interval.
+
+    The shape is the message with its digits removed, so librdkafka's
+    "Connect to ipv4#127.0.0.1:9092 failed ... (after 0ms)" lines, which differ
+    only in numbers, share one.
+    """
+
+    def __init__(self, interval_s: float) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self._last_passed: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        shape = "".join(c for c in record.getMessage() if not c.isdigit())
+        now = time.monotonic()
+        last = self._last_passed.get(shape)
+        if last is not None and now - last < self.interval_s:
+            return False
+        if len(self._last_passed) > 1000:
+            self._last_passed.clear()
+        self._last_passed[shape] = now
+        return True
+
+
+LIBRDKAFKA_LOGGER = logging.getLogger("streamer.librdkafka")
+"""Where every librdkafka client of driftstream logs, at most once per shape."""
+LIBRDKAFKA_LOGGER.addFilter(RateLimitFilter(30.0))

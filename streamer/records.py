@@ -43,6 +43,8 @@ class Invalid(StrEnum):
     BAD_PROBABILITY = "bad_probability"
     PROBABILITIES_NOT_NORMALISED = "probabilities_not_normalised"
     BAD_TIMESTAMP = "bad_timestamp"
+    TIMESTAMP_IN_FUTURE = "timestamp_in_future"
+    MODEL_NAME_TOO_LONG = "model_name_too_long"
     MISSING_LABEL = "missing_label"
     BAD_LABEL = "bad_label"
     UNKNOWN_CLASS = "unknown_class"
@@ -163,20 +165,28 @@ def _event_id(raw: object, key: bytes | None) -> str:
         raise _Reject(Invalid.NOT_UTF8) from exc
 
 
+MAX_MODEL_NAME_LENGTH = 128
+"""Longest model name or version: both become label values on every series."""
+
+
 def _model_name(raw: object) -> str:
     if not isinstance(raw, str) or not raw:
         raise _Reject(Invalid.MISSING_MODEL)
+    if len(raw) > MAX_MODEL_NAME_LENGTH:
+        raise _Reject(Invalid.MODEL_NAME_TOO_LONG)
     return raw
 
 
 def _version(raw: object) -> str:
     if raw is None:
         return ""
-    if isinstance(raw, str):
-        return raw
     if isinstance(raw, int | float) and not isinstance(raw, bool):
         return str(raw)
-    raise _Reject(Invalid.MISSING_MODEL)
+    if not isinstance(raw, str):
+        raise _Reject(Invalid.MISSING_MODEL)
+    if len(raw) > MAX_MODEL_NAME_LENGTH:
+        raise _Reject(Invalid.MODEL_NAME_TOO_LONG)
+    return raw
 
 
 MAX_TIMESTAMP_MS = 253_402_300_799_999
@@ -236,6 +246,8 @@ def _distribution(
     if not isinstance(raw, dict) or len(raw) < 2:
         raise _Reject(Invalid.BAD_PROBABILITY)
     classes = tuple(sorted(raw))
+    if any(raw[name] is None for name in classes):
+        raise _Reject(Invalid.BAD_PROBABILITY)
     probabilities = tuple(_probability(raw[name]) for name in classes)
     if abs(math.fsum(probabilities) - 1.0) > sum_tolerance:
         raise _Reject(Invalid.PROBABILITIES_NOT_NORMALISED)

@@ -239,10 +239,28 @@ def test_checkpoint_round_trip_continues_identically() -> None:
     payload, offsets = exported
     assert offsets == {"prediction": 300, "outcome": 299}
     after = Pipeline(_config())
-    assert after.import_partition(0, payload) == offsets
+    assert after.adopt_checkpoint(0, payload) == offsets
     # The restored process sees the overlap again (at-least-once) and the rest.
     after.process(messages[250:])
 
     assert after.window_rows() == uninterrupted.window_rows()
     assert after.pending() == uninterrupted.pending()
     assert after.counters.redelivered == 50
+
+
+def test_state_held_since_a_lost_partition_beats_an_older_checkpoint() -> None:
+    pipeline = Pipeline(_config())
+    pipeline.process([replace(_prediction("a", T0, 0.7), offset_number=0)])
+    exported = pipeline.export_partition(0)
+    assert exported is not None
+    older, _ = exported
+    pipeline.process([replace(_outcome("a", T0 + 1, 1), offset_number=0)])
+
+    # Handed back after an outage: the held state is further along; keep it.
+    assert pipeline.adopt_checkpoint(0, older) == {"prediction": 1, "outcome": 1}
+    assert _window(pipeline, "1h").events == 1
+
+    # A fresh process has nothing held: the checkpoint is taken.
+    fresh = Pipeline(_config())
+    assert fresh.adopt_checkpoint(0, older) == {"prediction": 1}
+    assert fresh.pending() == {"prediction": 1, "outcome": 0}
