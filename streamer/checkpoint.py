@@ -45,9 +45,6 @@ from streamer.ratelimit import LIBRDKAFKA_LOGGER
 
 log = logging.getLogger(__name__)
 
-SHARED_SETTING_PREFIXES = ("security.", "sasl.", "ssl.", "client.", "socket.")
-"""librdkafka settings of ``kafka.extra`` that the store's clients share."""
-
 FLUSH_TIMEOUT_S = 15.0
 READ_TIMEOUT_S = 30.0
 
@@ -129,15 +126,9 @@ class KafkaStore:
         self.topic = config.state.topic_name(kafka.group_id)
         self.replication_factor = config.state.topic_replication_factor
         self.chunk_bytes = config.state.chunk_bytes
-        shared = {
-            key: value
-            for key, value in kafka.extra.items()
-            if key.startswith(SHARED_SETTING_PREFIXES)
-        }
         self.client_settings: dict[str, Any] = {
-            "bootstrap.servers": kafka.bootstrap_servers,
+            **kafka.client_settings(),
             "logger": LIBRDKAFKA_LOGGER,
-            **shared,
         }
         self._producer = Producer(
             {

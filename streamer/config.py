@@ -74,6 +74,13 @@ class KafkaConfig(_Section):
         gt=0,
         description="How often librdkafka reports consumer lag, milliseconds.",
     )
+    dead_letter_topic: str | None = Field(
+        None,
+        description=(
+            "Topic that gets a copy of every invalid message, with the reason "
+            "in its headers; unset: no copies."
+        ),
+    )
     extra: dict[str, str | int | float | bool] = Field(
         default_factory=dict,
         description=(
@@ -81,6 +88,15 @@ class KafkaConfig(_Section):
             "(for example `security.protocol`)."
         ),
     )
+
+    def client_settings(self) -> dict[str, str | int | float | bool]:
+        """What every client shares: the servers and ``extra``'s security keys."""
+        shared = {
+            key: value
+            for key, value in self.extra.items()
+            if key.startswith(("security.", "sasl.", "ssl.", "client.", "socket."))
+        }
+        return {"bootstrap.servers": self.bootstrap_servers, **shared}
 
 
 class FieldsConfig(_Section):

@@ -33,6 +33,7 @@ from confluent_kafka import (
 
 from streamer.checkpoint import CheckpointError, CheckpointStore
 from streamer.config import Config, KafkaConfig
+from streamer.deadletter import DeadLetters
 from streamer.errors import KafkaSetupError, TopicLayoutError
 from streamer.metrics import ConsumerHealth
 from streamer.pipeline import Pipeline
@@ -135,6 +136,11 @@ class KafkaSource:
         settings["error_cb"] = self._on_error
         self.consumer = Consumer(settings)
         self._held: set[int] = set()
+        self.dead_letters = (
+            DeadLetters(config.kafka.dead_letter_topic, config.kafka.client_settings())
+            if config.kafka.dead_letter_topic
+            else None
+        )
         self._error_log = RateLimitedLog(log, "kafka error", KAFKA_ERROR_LOG_INTERVAL_S)
         self._next_checkpoint_s = time.monotonic() + config.state.checkpoint_interval_s
 
@@ -160,6 +166,8 @@ class KafkaSource:
             self._loop()
             self._checkpoint(sorted(self._held))
         finally:
+            if self.dead_letters is not None:
+                self.dead_letters.close(timeout_s=10.0)
             self.consumer.close()
             self.store.close()
             log.info("consumer closed group=%s", kafka.group_id)
@@ -173,9 +181,15 @@ class KafkaSource:
             valid = [message for message in messages if not self._failed(message)]
             if valid:
                 self.health.kafka_reachable = True
-                self.pipeline.process(valid)
+                invalid = self.pipeline.process(valid)
+                if self.dead_letters is not None:
+                    self.dead_letters.send(invalid)
                 if not self.checkpointing:
                     self.consumer.store_offsets(offsets=_next_offsets(valid))
+            if self.dead_letters is not None:
+                self.dead_letters.poll()
+                self.health.dead_letters = self.dead_letters.sent
+                self.health.dead_letter_failures = self.dead_letters.failures
             if self.checkpointing and time.monotonic() >= self._next_checkpoint_s:
                 self._checkpoint(sorted(self._held))
 

@@ -46,6 +46,8 @@ class ConsumerHealth:
     checkpoint_failures: int = 0
     restore_failures: int = 0
     last_restore_duration_s: float | None = None
+    dead_letters: int = 0
+    dead_letter_failures: int = 0
 
 
 class PipelineCollector(Collector):
@@ -133,6 +135,16 @@ class PipelineCollector(Collector):
             PREFIX + "rebalances",
             "Partition assignments received from the consumer group.",
             value=health.rebalances,
+        )
+        yield CounterMetricFamily(
+            PREFIX + "dead_letters",
+            "Invalid messages copied to kafka.dead_letter_topic.",
+            value=health.dead_letters,
+        )
+        yield CounterMetricFamily(
+            PREFIX + "dead_letter_failures",
+            "Invalid messages whose copy to the dead-letter topic failed.",
+            value=health.dead_letter_failures,
         )
         yield CounterMetricFamily(
             PREFIX + "checkpoint_failures",

@@ -145,6 +145,7 @@ class Pipeline:
         self._wall_clock_ms = wall_clock_ms or (lambda: time.time_ns() // 1_000_000)
         self._future_skew_ms = round(config.scoring.max_future_skew_s * 1000)
         self._latest_valid_ms = 0
+        self._invalid_batch: list[tuple[MessageLike, str]] = []
         self._invalid_log = RateLimitedLog(
             log, "invalid message", INVALID_LOG_INTERVAL_S
         )
@@ -198,10 +199,17 @@ class Pipeline:
                 return None
             return encode(state), dict(state.next_offsets)
 
-    def process(self, messages: Sequence[MessageLike]) -> None:
-        """Decode, join, score and window one batch of messages."""
+    def process(self, messages: Sequence[MessageLike]) -> list[tuple[MessageLike, str]]:
+        """Decode, join, score and window one batch of messages.
+
+        Returns the messages found invalid, each with its reason, for the
+        dead-letter topic. An outcome whose label its prediction does not
+        know is found when the pair meets, so the message returned then is
+        the one that completed the pair, which may be the prediction.
+        """
+        self._invalid_batch = []
         if not messages:
-            return
+            return self._invalid_batch
         with self.lock:
             self._latest_valid_ms = self._wall_clock_ms() + self._future_skew_ms
             scored: defaultdict[tuple[int, ModelKey], _Scored] = defaultdict(_Scored)
@@ -214,6 +222,7 @@ class Pipeline:
                 self._expire(partition)
             self._score(scored)
             self.last_message_wall_s = self._wall_clock_ms() / 1000
+        return self._invalid_batch
 
     def _route(
         self,
@@ -400,6 +409,7 @@ class Pipeline:
 
     def _count_invalid(self, topic: str, reason: Invalid, message: MessageLike) -> None:
         self.counters.invalid[(topic, reason.value)] += 1
+        self._invalid_batch.append((message, reason.value))
         self._invalid_log.note(
             f"{topic}/{reason.value}",
             "topic=%s partition=%s offset=%s reason=%s",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -22,6 +21,7 @@ from streamer.events import ModelKey
 from streamer.metrics import ConsumerHealth, PipelineCollector
 from streamer.pipeline import Pipeline
 from streamer.records import Invalid, decode_prediction
+from tests import fakes
 
 NOW_MS = 1_796_119_200_000  # 2026-12-01T10:00:00Z, the wall clock of these tests
 DAY_MS = 86_400_000
@@ -29,34 +29,10 @@ EPS = 2.220446049250313e-16
 _OFFSETS = itertools.count()
 
 
-@dataclass
-class Message:
-    """The part of confluent_kafka.Message the pipeline reads."""
-
-    topic_name: str
-    partition_number: int
-    payload: bytes | None
-    key_bytes: bytes | None = b"k"
-    offset_number: int = field(default_factory=lambda: next(_OFFSETS))
-    timestamp_ms: int = NOW_MS
-
-    def topic(self) -> str:
-        return self.topic_name
-
-    def partition(self) -> int:
-        return self.partition_number
-
-    def offset(self) -> int:
-        return self.offset_number
-
-    def key(self) -> bytes | None:
-        return self.key_bytes
-
-    def value(self) -> bytes | None:
-        return self.payload
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, self.timestamp_ms)
+def Message(
+    topic: str, partition: int, payload: bytes | None, key: bytes | None = b"k"
+) -> fakes.Message:
+    return fakes.Message(topic, partition, payload, key, timestamp_ms=NOW_MS)
 
 
 def _pipeline() -> Pipeline:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,40 +15,14 @@ from sklearn.metrics import log_loss
 from streamer.config import Config
 from streamer.events import ModelKey
 from streamer.pipeline import Pipeline
+from tests import fakes
 
 HOUR_MS = 3_600_000
 T0 = 1_764_583_200_000
 _OFFSETS = itertools.count()
 
 
-@dataclass
-class Message:
-    """The part of confluent_kafka.Message the pipeline reads."""
-
-    topic_name: str
-    partition_number: int
-    payload: bytes | None
-    key_bytes: bytes | None = None
-    offset_number: int = field(default_factory=lambda: next(_OFFSETS))
-    timestamp_ms: int = T0
-
-    def topic(self) -> str:
-        return self.topic_name
-
-    def partition(self) -> int:
-        return self.partition_number
-
-    def offset(self) -> int:
-        return self.offset_number
-
-    def key(self) -> bytes | None:
-        return self.key_bytes
-
-    def value(self) -> bytes | None:
-        return self.payload
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, self.timestamp_ms)
+Message = fakes.Message
 
 
 def _config(**windows: object) -> Config:
