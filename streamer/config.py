@@ -254,6 +254,38 @@ class MetricsConfig(_Section):
         description="/readyz fails while any partition lags more, messages.",
     )
 
+    tls_cert_file: Path | None = Field(
+        None,
+        description="PEM certificate chain: serve over HTTPS (with tls_key_file).",
+    )
+    tls_key_file: Path | None = Field(
+        None, description="PEM private key of tls_cert_file."
+    )
+    basic_auth_users: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "user -> bcrypt hash (as `htpasswd -nbB` or Prometheus' web config "
+            "make them): /metrics then needs basic auth; /healthz and /readyz "
+            "stay open for probes."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Self:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError(
+                "metrics.tls_cert_file and metrics.tls_key_file go together: set "
+                "both for HTTPS, or neither"
+            )
+        for user, hashed in self.basic_auth_users.items():
+            if not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+                raise ValueError(
+                    f"metrics.basic_auth_users[{user!r}] is not a bcrypt hash "
+                    "(it must start with $2a$, $2b$ or $2y$); make one with "
+                    "`htpasswd -nbB USER PASSWORD`"
+                )
+        return self
+
 
 class StateConfig(_Section):
     """Where per-partition state is checkpointed, and how often."""

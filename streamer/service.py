@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
@@ -36,6 +37,8 @@ class Service:
             lambda: readiness(self.health, max_lag=config.metrics.ready_max_lag),
             host=config.metrics.host,
             port=config.metrics.port,
+            tls=_tls_files(config),
+            users=dict(config.metrics.basic_auth_users),
         )
         self.source = KafkaSource(
             config, self.pipeline, self.health, self.stop_event, open_store(config)
@@ -47,7 +50,8 @@ class Service:
     def metrics_url(self) -> str:
         host = self.config.metrics.host
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
-        return f"http://{shown}:{self.server.port}"
+        scheme = "https" if _tls_files(self.config) else "http"
+        return f"{scheme}://{shown}:{self.server.port}"
 
     def run(self) -> None:
         """Serve and consume in this thread until :meth:`request_stop`."""
@@ -79,3 +83,10 @@ class Service:
             self._thread.join(timeout_s)
         if self.failure is not None:
             raise self.failure
+
+
+def _tls_files(config: Config) -> tuple[Path, Path] | None:
+    metrics = config.metrics
+    if metrics.tls_cert_file is None or metrics.tls_key_file is None:
+        return None
+    return (metrics.tls_cert_file, metrics.tls_key_file)
