@@ -118,6 +118,10 @@ class FieldsConfig(_Section):
         "probabilities", description="Multiclass: object class -> probability."
     )
     label: str = Field("label", description="The outcome's label (outcomes).")
+    segment: str = Field(
+        "segment",
+        description="Object of segment values (predictions); see `segments`.",
+    )
 
 
 class ModelConfig(_Section):
@@ -137,6 +141,43 @@ class ModelConfig(_Section):
             "0 and false."
         ),
     )
+
+
+class SegmentsConfig(_Section):
+    """Per-segment windows, with a bounded number of values per key."""
+
+    keys: tuple[str, ...] = Field(
+        (),
+        description=(
+            "Keys of the prediction's segment object to keep windows by (for "
+            "example [country]); each becomes a label of the window series."
+        ),
+    )
+    max_values: int = Field(
+        20,
+        gt=0,
+        le=1000,
+        description=(
+            "Per key without an allow-list: the first values seen are kept, "
+            "later new ones are exported as `other` (and counted)."
+        ),
+    )
+    allow: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="Per key, the only values kept; everything else is `other`.",
+    )
+
+    @model_validator(mode="after")
+    def _allow_names_keys(self) -> Self:
+        unknown = sorted(set(self.allow) - set(self.keys))
+        if unknown:
+            raise ValueError(
+                f"segments.allow names {unknown}, which are not in segments.keys "
+                f"{list(self.keys)}"
+            )
+        if len(set(self.keys)) != len(self.keys):
+            raise ValueError(f"segments.keys repeat: {list(self.keys)}")
+        return self
 
 
 class JoinConfig(_Section):
@@ -340,6 +381,7 @@ class Config(_Section):
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     fields: FieldsConfig = Field(default_factory=FieldsConfig)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
+    segments: SegmentsConfig = Field(default_factory=SegmentsConfig)
     join: JoinConfig = Field(default_factory=JoinConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     windows: WindowsConfig = Field(default_factory=WindowsConfig)

@@ -40,6 +40,8 @@ class Prediction:
     probability: float | None = None
     classes: tuple[str, ...] | None = None
     probabilities: tuple[float, ...] | None = None
+    segment: tuple[str, ...] = ()
+    """Values of the configured segment keys, in their order; "" when absent."""
 
     @property
     def is_multiclass(self) -> bool:

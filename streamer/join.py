@@ -599,6 +599,7 @@ def _prediction_row(prediction: Prediction) -> list[Any]:
         prediction.probability,
         None if prediction.classes is None else list(prediction.classes),
         None if prediction.probabilities is None else list(prediction.probabilities),
+        list(prediction.segment),
     ]
 
 
@@ -606,7 +607,10 @@ def _prediction_from_row(
     row: list[Any], models: dict[tuple[str, str], ModelKey]
 ) -> Prediction:
     """Rebuild a prediction; ``models`` shares one ModelKey per model and version."""
-    event_id, model, version, timestamp_ms, probability, classes, probabilities = row
+    event_id, model, version, timestamp_ms, probability, classes, probabilities = row[
+        :7
+    ]
+    segment = tuple(_text(value) for value in row[7]) if len(row) > 7 else ()
     model_key = models.get((model, version))
     if model_key is None:
         model_key = models[model, version] = ModelKey(_text(model), _text(version))
@@ -617,6 +621,7 @@ def _prediction_from_row(
         probability=probability,
         classes=None if classes is None else tuple(classes),
         probabilities=None if probabilities is None else tuple(probabilities),
+        segment=segment,
     )
 
 

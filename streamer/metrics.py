@@ -61,13 +61,15 @@ class PipelineCollector(Collector):
         yield from self._windows()
         with self.pipeline.lock:
             yield from _counters(self.pipeline.counters)
+            yield _segments_dropped(self.pipeline.segments.dropped)
             yield from _histograms(self.pipeline.counters)
             last_message_s = self.pipeline.last_message_wall_s
         yield from self._health(last_message_s)
         yield _build_info()
 
     def _windows(self) -> Iterator[Metric]:
-        labels = [*MODEL_LABELS, "window"]
+        segment_keys = list(self.pipeline.config.segments.keys)
+        labels = [*MODEL_LABELS, *segment_keys, "window"]
         min_events = self.pipeline.config.windows.min_events
         events = GaugeMetricFamily(
             PREFIX + "window_events",
@@ -85,7 +87,7 @@ class PipelineCollector(Collector):
             labels=labels,
         )
         for row in self.pipeline.window_rows():
-            values = [row.model.model, row.model.version, row.window]
+            values = [row.model.model, row.model.version, *row.segment, row.window]
             events.add_metric(values, row.stats.events)
             if row.stats.events >= min_events:
                 mean.add_metric(values, row.stats.mean_loss or 0.0)
@@ -200,6 +202,18 @@ def _side_counter(
             [side, model.model if model else "", model.version if model else ""],
             count,
         )
+    return family
+
+
+def _segments_dropped(dropped: dict[str, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(
+        PREFIX + "segment_values_dropped",
+        "Predictions whose segment value was outside the key's budget or "
+        "allow-list, exported as `other`.",
+        labels=["key"],
+    )
+    for key, count in sorted(dropped.items()):
+        family.add_metric([key], count)
     return family
 
 

@@ -23,7 +23,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -35,7 +35,8 @@ from streamer.loss import multiclass_log_loss
 from streamer.ratelimit import RateLimitedLog
 from streamer.records import Invalid, decode_outcome, decode_prediction
 from streamer.records import resolve_binary_label as _resolve_binary
-from streamer.state import JoinOptions, PartitionState, Side, decode, encode
+from streamer.segments import SegmentBudget
+from streamer.state import JoinOptions, PartitionState, SeriesKey, Side, decode, encode
 from streamer.windows import RollingWindows, WindowSpec, WindowStats
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ class WindowRow:
     """One exported window: the sum over this process's partitions."""
 
     model: ModelKey
+    segment: tuple[str, ...]
     window: str
     stats: WindowStats
 
@@ -140,6 +142,7 @@ class Pipeline:
         self.counters = Counters()
         self.partitions: dict[int, PartitionState] = {}
         self.known_models: set[ModelKey] = set()
+        self.segments = SegmentBudget(config.segments)
         self.last_message_wall_s: float | None = None
         self.lock = threading.Lock()
         self._wall_clock_ms = wall_clock_ms or (lambda: time.time_ns() // 1_000_000)
@@ -179,7 +182,7 @@ class Pipeline:
             if held is not None and _at_least(held.next_offsets, restored.next_offsets):
                 return dict(held.next_offsets)
             self.partitions[partition] = restored
-            for model in restored.windows:
+            for model, _ in restored.windows:
                 self.known_models.add(model)
             return dict(restored.next_offsets)
 
@@ -212,7 +215,7 @@ class Pipeline:
             return self._invalid_batch
         with self.lock:
             self._latest_valid_ms = self._wall_clock_ms() + self._future_skew_ms
-            scored: defaultdict[tuple[int, ModelKey], _Scored] = defaultdict(_Scored)
+            scored: defaultdict[tuple[int, SeriesKey], _Scored] = defaultdict(_Scored)
             touched: set[int] = set()
             for message in messages:
                 partition = message.partition() or 0
@@ -228,7 +231,7 @@ class Pipeline:
         self,
         message: MessageLike,
         partition: int,
-        scored: defaultdict[tuple[int, ModelKey], _Scored],
+        scored: defaultdict[tuple[int, SeriesKey], _Scored],
     ) -> None:
         topic = message.topic() or ""
         state = self.partitions.get(partition)
@@ -251,6 +254,7 @@ class Pipeline:
                 kafka_ts,
                 fields=self.config.fields,
                 sum_tolerance=self.config.scoring.probability_sum_tolerance,
+                segment_keys=self.config.segments.keys,
             )
             self._on_prediction(prediction, state, partition, scored, message)
         else:
@@ -264,7 +268,7 @@ class Pipeline:
         prediction: Prediction | Invalid,
         state: PartitionState,
         partition: int,
-        scored: defaultdict[tuple[int, ModelKey], _Scored],
+        scored: defaultdict[tuple[int, SeriesKey], _Scored],
         message: MessageLike,
     ) -> None:
         if isinstance(prediction, Invalid):
@@ -274,6 +278,10 @@ class Pipeline:
             return
         if not self._admit_model(prediction.model):
             return
+        if prediction.segment:
+            prediction = replace(
+                prediction, segment=self.segments.admit(prediction.segment)
+            )
         state.prediction_watermark_ms = max(
             state.prediction_watermark_ms, prediction.timestamp_ms
         )
@@ -287,7 +295,7 @@ class Pipeline:
         outcome: Outcome | Invalid,
         state: PartitionState,
         partition: int,
-        scored: defaultdict[tuple[int, ModelKey], _Scored],
+        scored: defaultdict[tuple[int, SeriesKey], _Scored],
         message: MessageLike,
     ) -> None:
         if not isinstance(outcome, Invalid) and (
@@ -310,7 +318,7 @@ class Pipeline:
         step: JoinStep,
         side: str,
         partition: int,
-        scored: defaultdict[tuple[int, ModelKey], _Scored],
+        scored: defaultdict[tuple[int, SeriesKey], _Scored],
         message: MessageLike,
     ) -> None:
         if step.duplicate:
@@ -328,14 +336,14 @@ class Pipeline:
         prediction: Prediction,
         outcome: Outcome,
         partition: int,
-        scored: defaultdict[tuple[int, ModelKey], _Scored],
+        scored: defaultdict[tuple[int, SeriesKey], _Scored],
         message: MessageLike,
     ) -> None:
         p_true = self._probability_of_label(prediction, outcome)
         if isinstance(p_true, Invalid):
             self._count_invalid(self.config.kafka.outcomes_topic, p_true, message)
             return
-        bucket = scored[(partition, prediction.model)]
+        bucket = scored[(partition, (prediction.model, prediction.segment))]
         bucket.timestamps_ms.append(outcome.timestamp_ms)
         bucket.p_true.append(p_true)
         # An outcome stamped before its prediction (clock skew) counts as 0 s,
@@ -366,14 +374,15 @@ class Pipeline:
         # 1 - p is formed before clipping, as scikit-learn does.
         return prediction.probability if positive else 1.0 - prediction.probability
 
-    def _score(self, scored: dict[tuple[int, ModelKey], _Scored]) -> None:
+    def _score(self, scored: dict[tuple[int, SeriesKey], _Scored]) -> None:
         eps = self.config.scoring.eps
-        for (partition, model), events in scored.items():
+        for (partition, series), events in scored.items():
+            model = series[0]
             losses = multiclass_log_loss(np.asarray(events.p_true), eps=eps)
             timestamps = np.asarray(events.timestamps_ms, dtype=np.int64)
-            windows = self.partitions[partition].windows.get(model)
+            windows = self.partitions[partition].windows.get(series)
             if windows is None:
-                windows = self.partitions[partition].windows[model] = RollingWindows(
+                windows = self.partitions[partition].windows[series] = RollingWindows(
                     self.specs
                 )
             for window, late in windows.add(timestamps, losses).items():
@@ -434,12 +443,12 @@ class Pipeline:
         """Per model and window, the sum over partitions; drops empty models."""
         with self.lock:
             now_ms = self.now_ms()
-            totals: dict[tuple[ModelKey, str], WindowStats] = {}
+            totals: dict[tuple[SeriesKey, str], WindowStats] = {}
             for state in self.partitions.values():
                 self._sum_windows(state, now_ms, totals)
             return [
-                WindowRow(model, window, stats)
-                for (model, window), stats in sorted(
+                WindowRow(model, segment, window, stats)
+                for ((model, segment), window), stats in sorted(
                     totals.items(), key=lambda item: _sort_key(item[0])
                 )
             ]
@@ -448,16 +457,16 @@ class Pipeline:
     def _sum_windows(
         state: PartitionState,
         now_ms: int,
-        totals: dict[tuple[ModelKey, str], WindowStats],
+        totals: dict[tuple[SeriesKey, str], WindowStats],
     ) -> None:
-        for model in list(state.windows):
-            windows = state.windows[model]
+        for series in list(state.windows):
+            windows = state.windows[series]
             if windows.is_empty(now_ms):
-                del state.windows[model]
+                del state.windows[series]
                 continue
             for window, stats in windows.stats(now_ms).items():
-                previous = totals.get((model, window))
-                totals[(model, window)] = (
+                previous = totals.get((series, window))
+                totals[(series, window)] = (
                     stats if previous is None else previous + stats
                 )
 
@@ -474,9 +483,9 @@ def _at_least(held: dict[Side, int], checkpoint: dict[Side, int]) -> bool:
     return all(held.get(side, -1) >= offset for side, offset in checkpoint.items())
 
 
-def _sort_key(item: tuple[ModelKey, str]) -> tuple[str, str, str]:
-    model, window = item
-    return (model.model, model.version, window)
+def _sort_key(item: tuple[SeriesKey, str]) -> tuple[str, str, tuple[str, ...], str]:
+    (model, segment), window = item
+    return (model.model, model.version, segment, window)
 
 
 def _kafka_timestamp(message: MessageLike) -> int | None:

@@ -64,6 +64,7 @@ def decode_prediction(
     *,
     fields: FieldsConfig,
     sum_tolerance: float,
+    segment_keys: tuple[str, ...] = (),
 ) -> Prediction | Invalid:
     """Decode one message of the predictions topic."""
     try:
@@ -74,15 +75,16 @@ def decode_prediction(
             version=_version(obj.get(fields.model_version)),
         )
         timestamp_ms = _timestamp(obj.get(fields.timestamp), kafka_timestamp_ms)
+        segment = _segment(obj.get(fields.segment), segment_keys)
         if fields.probabilities in obj:
             classes, probabilities = _distribution(
                 obj[fields.probabilities], sum_tolerance
             )
             return Prediction(
-                event_id, model, timestamp_ms, None, classes, probabilities
+                event_id, model, timestamp_ms, None, classes, probabilities, segment
             )
         probability = _probability(obj.get(fields.probability))
-        return Prediction(event_id, model, timestamp_ms, probability)
+        return Prediction(event_id, model, timestamp_ms, probability, segment=segment)
     except _Reject as reject:
         return reject.reason
 
@@ -164,6 +166,9 @@ def _event_id(raw: object, key: bytes | None) -> str:
     except UnicodeDecodeError as exc:
         raise _Reject(Invalid.NOT_UTF8) from exc
 
+
+OTHER_SEGMENT = "other"
+"""The segment value everything outside a key's budget or allow-list becomes."""
 
 MAX_MODEL_NAME_LENGTH = 128
 """Longest model name or version: both become label values on every series."""
@@ -252,6 +257,23 @@ def _distribution(
     if abs(math.fsum(probabilities) - 1.0) > sum_tolerance:
         raise _Reject(Invalid.PROBABILITIES_NOT_NORMALISED)
     return classes, probabilities
+
+
+def _segment(raw: object, keys: tuple[str, ...]) -> tuple[str, ...]:
+    """The values of ``keys``; a missing, null or non-scalar value is ``""``."""
+    if not keys:
+        return ()
+    found = raw if isinstance(raw, dict) else {}
+    return tuple(_segment_value(found.get(key)) for key in keys)
+
+
+def _segment_value(raw: object) -> str:
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    if isinstance(raw, str | int | float):
+        text = str(raw)
+        return text if len(text) <= MAX_MODEL_NAME_LENGTH else OTHER_SEGMENT
+    return ""
 
 
 def _label(raw: object) -> Label:

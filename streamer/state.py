@@ -26,6 +26,9 @@ from streamer.windows import RollingWindows, WindowSpec
 
 Side = Literal["prediction", "outcome"]
 
+SeriesKey = tuple[ModelKey, tuple[str, ...]]
+"""What windows are kept under: the model version and the segment values."""
+
 STATE_FORMAT: Final = 1
 
 
@@ -54,7 +57,7 @@ class PartitionState:
     """All state of one input partition: it moves with the partition."""
 
     join: EventJoin
-    windows: dict[ModelKey, RollingWindows] = field(default_factory=dict)
+    windows: dict[SeriesKey, RollingWindows] = field(default_factory=dict)
     prediction_watermark_ms: int = -1
     outcome_watermark_ms: int = -1
     next_offsets: dict[Side, int] = field(default_factory=dict)
@@ -75,8 +78,8 @@ def encode(state: PartitionState) -> bytes:
         "format": STATE_FORMAT,
         "join": state.join.to_state(),
         "windows": [
-            [model.model, model.version, windows.to_state()]
-            for model, windows in state.windows.items()
+            [model.model, model.version, list(segment), windows.to_state()]
+            for (model, segment), windows in state.windows.items()
         ],
         "prediction_watermark_ms": state.prediction_watermark_ms,
         "outcome_watermark_ms": state.outcome_watermark_ms,
@@ -120,8 +123,10 @@ def _rebuild(
         max_pending=options.max_pending,
     )
     windows = {
-        ModelKey(str(model), str(version)): RollingWindows.from_state(specs, saved)
-        for model, version, saved in plain["windows"]
+        (ModelKey(str(model), str(version)), tuple(str(v) for v in segment)): (
+            RollingWindows.from_state(specs, saved)
+        )
+        for model, version, segment, saved in plain["windows"]
     }
     offsets: dict[Side, int] = {}
     for side, offset in plain["next_offsets"].items():
