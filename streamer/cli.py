@@ -25,7 +25,8 @@ from streamer import __version__, demo
 from streamer.config import SECRET_SETTING, Config, load_config
 from streamer.consumer import require_topics
 from streamer.errors import ConfigError, DriftstreamError, TopicLayoutError
-from streamer.generate import GeneratorConfig, produce_stream
+from streamer.generate import GeneratorConfig
+from streamer.produce import produce_stream
 from streamer.service import Service
 
 log = logging.getLogger("streamer")

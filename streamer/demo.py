@@ -20,8 +20,9 @@ from typing import IO, Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamer.config import Config
-from streamer.generate import GeneratorConfig, ProduceCounts, produce_stream
+from streamer.generate import GeneratorConfig
 from streamer.localkafka import LocalKafka, create_topics
+from streamer.produce import ProduceCounts, produce_stream
 from streamer.service import Service
 
 PREDICTIONS_TOPIC = "demo-predictions"

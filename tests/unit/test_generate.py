@@ -22,11 +22,10 @@ from streamer.generate import (
     GeneratedMessage,
     GeneratorConfig,
     ModelSpec,
-    ProduceCounts,
     SyntheticStream,
     format_timestamp_ms,
-    produce_stream,
 )
+from streamer.produce import ProduceCounts, produce_stream
 
 ISO_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 SPECS = {spec.name: spec for spec in DEFAULT_MODELS}
