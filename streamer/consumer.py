@@ -20,7 +20,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka import (
@@ -43,7 +43,12 @@ from streamer.state import Side, StateFormatError
 log = logging.getLogger(__name__)
 
 TOPIC_CHECK_TIMEOUT_S = 15.0
+TOPIC_CHECK_SLICE_S = 1.0
 KAFKA_ERROR_LOG_INTERVAL_S = 30.0
+_FATAL_AT_START = frozenset(
+    {KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError.SASL_AUTHENTICATION_FAILED}
+)
+"""Errors that retrying will not cure: the start-up check gives up on them."""
 
 
 def consumer_settings(kafka: KafkaConfig, *, auto_commit: bool) -> dict[str, Any]:
@@ -67,10 +72,26 @@ def consumer_settings(kafka: KafkaConfig, *, auto_commit: bool) -> dict[str, Any
     return settings
 
 
-def check_copartitioned(consumer: Consumer, kafka: KafkaConfig) -> int:
-    """The common partition count of both topics, or a TopicLayoutError."""
+def check_copartitioned(
+    consumer: Consumer,
+    kafka: KafkaConfig,
+    *,
+    last_error: Callable[[], KafkaError | None] | None = None,
+) -> int:
+    """The common partition count of both topics, or a TopicLayoutError.
+
+    ``last_error`` returns the newest error librdkafka reported through
+    ``error_cb`` (the consumer's callbacks are served while it waits): a
+    KafkaSetupError carries its text, and an authentication or TLS error ends
+    the wait at once instead of after ``TOPIC_CHECK_TIMEOUT_S``.
+    """
     counts = {
-        topic: _partition_count(consumer, topic)
+        topic: _partition_count(
+            consumer,
+            topic,
+            bootstrap_servers=kafka.bootstrap_servers,
+            last_error=last_error,
+        )
         for topic in (kafka.predictions_topic, kafka.outcomes_topic)
     }
     predictions = counts[kafka.predictions_topic]
@@ -96,14 +117,29 @@ def require_topics(bootstrap_servers: str, topics: Sequence[str]) -> None:
         probe.close()
 
 
-def _partition_count(consumer: Consumer, topic: str) -> int:
-    try:
-        metadata = consumer.list_topics(topic=topic, timeout=TOPIC_CHECK_TIMEOUT_S)
-    except KafkaException as exc:
-        raise KafkaSetupError(
-            f"cannot read the metadata of topic {topic!r}: {exc}; is the broker "
-            "reachable at kafka.bootstrap_servers?"
-        ) from exc
+def _partition_count(
+    consumer: Consumer,
+    topic: str,
+    *,
+    bootstrap_servers: str | None = None,
+    last_error: Callable[[], KafkaError | None] | None = None,
+) -> int:
+    deadline = time.monotonic() + TOPIC_CHECK_TIMEOUT_S
+    while True:
+        remaining_s = deadline - time.monotonic()
+        try:
+            metadata = consumer.list_topics(
+                topic=topic, timeout=max(0.1, min(TOPIC_CHECK_SLICE_S, remaining_s))
+            )
+            break
+        except KafkaException as exc:
+            # error_cb runs only in poll(); nothing is subscribed yet, so this
+            # serves the callbacks and returns no message.
+            consumer.poll(0)
+            error = last_error() if last_error is not None else None
+            fatal = error is not None and error.code() in _FATAL_AT_START
+            if fatal or time.monotonic() >= deadline:
+                raise _metadata_error(topic, bootstrap_servers, exc, error) from exc
     described = metadata.topics.get(topic)
     if described is None or described.error is not None or not described.partitions:
         raise TopicLayoutError(
@@ -114,8 +150,36 @@ def _partition_count(consumer: Consumer, topic: str) -> int:
     return len(described.partitions)
 
 
+def _metadata_error(
+    topic: str,
+    bootstrap_servers: str | None,
+    exc: KafkaException,
+    last: KafkaError | None,
+) -> KafkaSetupError:
+    where = (
+        f"from {bootstrap_servers} (kafka.bootstrap_servers)"
+        if bootstrap_servers
+        else "from kafka.bootstrap_servers"
+    )
+    if last is None:
+        cause = f"{exc.args[0].str() if exc.args else exc}; is the broker reachable?"
+    else:
+        cause = f"the last error librdkafka reported: {last.name()}: {last.str()}"
+        if last.code() in _FATAL_AT_START:
+            cause += (
+                "; check security.protocol, sasl.mechanism, sasl.username, "
+                "sasl.password and ssl.ca.location in kafka.extra"
+            )
+    return KafkaSetupError(
+        f"cannot read the metadata of topic {topic!r} {where}: {cause}"
+    )
+
+
 class KafkaSource:
     """Consumes both topics in batches until ``stop`` is set."""
+
+    last_error: KafkaError | None = None
+    """The newest error librdkafka reported through ``error_cb``."""
 
     def __init__(
         self,
@@ -148,7 +212,9 @@ class KafkaSource:
         """Check the topics, subscribe, and consume until stopped; then close."""
         kafka = self.config.kafka
         try:
-            partitions = check_copartitioned(self.consumer, kafka)
+            partitions = check_copartitioned(
+                self.consumer, kafka, last_error=lambda: self.last_error
+            )
             self.health.kafka_reachable = True
             log.info(
                 "topics co-partitioned predictions=%s outcomes=%s partitions=%d",
@@ -346,6 +412,7 @@ class KafkaSource:
         )
 
     def _on_error(self, error: KafkaError) -> None:
+        self.last_error = error
         if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
             self.health.kafka_reachable = False
         self._error_log.note(

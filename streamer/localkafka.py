@@ -45,6 +45,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Literal, Self, get_args
@@ -135,6 +136,28 @@ _DEFAULT_BROKER_PROPERTIES: Mapping[str, str] = {
     "share.coordinator.state.topic.min.isr": "1",
     "share.coordinator.state.topic.num.partitions": "1",
 }
+
+
+@dataclass(frozen=True)
+class SaslSslListener:
+    """A second listener, ``SASL_SSL``, with SCRAM users, beside ``PLAINTEXT``.
+
+    The broker's key and certificate are PEM files made by the caller (for
+    instance with ``openssl``); the key must be unencrypted PKCS#8 (``BEGIN
+    PRIVATE KEY``). Clients trust the CA that signed ``certificate_chain`` and
+    log in with one of ``users`` (name -> password) over any of
+    ``mechanisms``. The broker's own traffic, and :meth:`LocalKafka.start`'s
+    readiness check, stay on the ``PLAINTEXT`` listener.
+    """
+
+    certificate_chain: Path
+    """PEM: the broker's certificate first, then any intermediates."""
+    private_key: Path
+    """PEM: the broker's unencrypted PKCS#8 private key."""
+    users: Mapping[str, str] = field(default_factory=dict)
+    mechanisms: tuple[str, ...] = ("SCRAM-SHA-512", "SCRAM-SHA-256")
+    port: int = 0
+    """0 picks a free one."""
 
 
 class KafkaJarsError(KafkaSetupError):
@@ -290,6 +313,10 @@ class LocalKafka:
         The broker's log4j level in ``broker.log``.
     libs_dir
         Kafka's jars; by default :func:`ensure_kafka_jars` fetches them.
+    sasl_ssl
+        Also listen for ``SASL_SSL`` (SCRAM) clients; see
+        :class:`SaslSslListener` and :attr:`sasl_ssl_bootstrap_servers`. Its
+        users are added when the data directory is formatted.
     """
 
     def __init__(
@@ -304,6 +331,7 @@ class LocalKafka:
         broker_properties: Mapping[str, str] | None = None,
         log_level: BrokerLogLevel = "INFO",
         libs_dir: Path | None = None,
+        sasl_ssl: SaslSslListener | None = None,
     ) -> None:
         if port is not None and not 0 <= port <= 65535:
             raise ValueError(f"port must be in 0..65535 (0 picks one), got {port}")
@@ -321,10 +349,19 @@ class LocalKafka:
         self._broker_properties = dict(broker_properties or {})
         self._log_level = log_level
         self._libs_dir = libs_dir
+        self._sasl_ssl = sasl_ssl
+        if sasl_ssl is not None:
+            unknown = set(sasl_ssl.mechanisms) - {"SCRAM-SHA-256", "SCRAM-SHA-512"}
+            if unknown or not sasl_ssl.mechanisms:
+                raise ValueError(
+                    "sasl_ssl.mechanisms must be SCRAM-SHA-256 and/or "
+                    f"SCRAM-SHA-512, got {list(sasl_ssl.mechanisms)}"
+                )
 
         self._data_dir: Path | None = None
         self._port = 0
         self._controller_port = 0
+        self._sasl_ssl_port = 0
         self._cluster_id = ""
         self._process: subprocess.Popen[bytes] | None = None
         self._class_archive: _ClassArchive | None = None
@@ -338,6 +375,15 @@ class LocalKafka:
         if not self._port:
             raise KafkaSetupError("the broker has no address yet: call start()")
         return f"{HOST}:{self._port}"
+
+    @property
+    def sasl_ssl_bootstrap_servers(self) -> str:
+        """``"127.0.0.1:PORT"`` of the ``SASL_SSL`` listener."""
+        if self._sasl_ssl is None:
+            raise KafkaSetupError("this broker was started without sasl_ssl")
+        if not self._sasl_ssl_port:
+            raise KafkaSetupError("the broker has no address yet: call start()")
+        return f"{HOST}:{self._sasl_ssl_port}"
 
     @property
     def port(self) -> int:
@@ -460,6 +506,9 @@ class LocalKafka:
 
     def _pick_ports(self) -> None:
         self._port, self._controller_port = _free_ports(2, first=self._requested_port)
+        if self._sasl_ssl is not None:
+            # Checked or picked on its own: _free_ports checks only the first.
+            (self._sasl_ssl_port,) = _free_ports(1, first=self._sasl_ssl.port)
 
     @property
     def _kafka_logs_dir(self) -> Path:
@@ -477,6 +526,8 @@ class LocalKafka:
             "advertised.listeners": f"PLAINTEXT://{HOST}:{self._port}",
             "log.dirs": str(self._kafka_logs_dir),
         }
+        if self._sasl_ssl is not None:
+            properties.update(self._sasl_ssl_properties(self._sasl_ssl))
         lines = [f"{key}={value}" for key, value in properties.items()]
         (self.data_dir / "server.properties").write_text(
             "\n".join(lines) + "\n", encoding="utf-8"
@@ -484,6 +535,49 @@ class LocalKafka:
         (self.data_dir / "log4j2.properties").write_text(
             _LOG4J2_PROPERTIES.format(level=self._log_level), encoding="utf-8"
         )
+
+    def _sasl_ssl_properties(self, listener: SaslSslListener) -> dict[str, str]:
+        address = f"SASL_SSL://{HOST}:{self._sasl_ssl_port}"
+        prefix = "listener.name.sasl_ssl."
+        properties = {
+            "listeners": (
+                f"PLAINTEXT://{HOST}:{self._port},{address},"
+                f"CONTROLLER://{HOST}:{self._controller_port}"
+            ),
+            "advertised.listeners": f"PLAINTEXT://{HOST}:{self._port},{address}",
+            "listener.security.protocol.map": (
+                "PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT"
+            ),
+            "inter.broker.listener.name": "PLAINTEXT",
+            "sasl.enabled.mechanisms": ",".join(listener.mechanisms),
+            f"{prefix}ssl.keystore.type": "PEM",
+            f"{prefix}ssl.keystore.certificate.chain": _pem_property(
+                listener.certificate_chain
+            ),
+            f"{prefix}ssl.keystore.key": _pem_property(listener.private_key),
+        }
+        for mechanism in listener.mechanisms:
+            properties[f"{prefix}{mechanism.lower()}.sasl.jaas.config"] = (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            )
+        return properties
+
+    def _scram_arguments(self) -> list[str]:
+        if self._sasl_ssl is None:
+            return []
+        arguments = []
+        for mechanism in self._sasl_ssl.mechanisms:
+            for name, password in self._sasl_ssl.users.items():
+                if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or any(
+                    c in password for c in '",[]='
+                ):
+                    raise ValueError(
+                        f"SCRAM user {name!r}: names must be [A-Za-z0-9_.-]+ and "
+                        'passwords must not contain any of ",[]='
+                    )
+                credential = f"{mechanism}=[name={name},password={password}]"
+                arguments += ["--add-scram", credential]
+        return arguments
 
     def _format_storage(self, libs_dir: Path) -> None:
         command = [
@@ -494,6 +588,7 @@ class LocalKafka:
             self._cluster_id,
             "--config",
             str(self.data_dir / "server.properties"),
+            *self._scram_arguments(),
         ]
         result = subprocess.run(
             command, capture_output=True, text=True, errors="replace", check=False
@@ -781,6 +876,12 @@ def _java_executable() -> str:
             "Java 17 runtime (Debian: apt-get install openjdk-17-jre-headless)."
         )
     return java
+
+
+def _pem_property(path: Path) -> str:
+    """A PEM file as one ``server.properties`` value (lines joined by ``\\n``)."""
+    lines = path.read_text(encoding="ascii").strip().splitlines()
+    return "\\n\\\n".join(line.strip() for line in lines)
 
 
 def _random_cluster_id() -> str:
