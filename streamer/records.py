@@ -20,6 +20,7 @@ Decisions the design leaves open, made here:
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -221,7 +222,15 @@ def _timestamp_unchecked(raw: object, kafka_timestamp_ms: int | None) -> int:
     raise _Reject(Invalid.BAD_TIMESTAMP)
 
 
+ISO_DATE_ONLY = re.compile(r"\d{4}-?(?:\d{2}-?\d{2}|W\d{2}(?:-?\d)?)")
+"""A date with no time. Anything longer must separate date and time with T or
+a space: Python 3.11's ``fromisoformat`` reads ``20230808120000Z`` as another
+instant (20:00), so such strings are refused rather than misread."""
+
+
 def _iso_timestamp(text: str) -> int:
+    if ISO_DATE_ONLY.fullmatch(text) is None and not re.search(r"[Tt ]", text):
+        raise _Reject(Invalid.BAD_TIMESTAMP)
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError as exc:

@@ -197,3 +197,26 @@ def test_mutated_messages_never_raise(fields: dict[str, object]) -> None:
 def test_timestamps_outside_the_calendar_are_rejected(timestamp: str) -> None:
     value = f'{{"event_id": "a", "label": 1, "timestamp": {timestamp}}}'.encode()
     assert _outcome(value) is Invalid.BAD_TIMESTAMP
+
+
+@pytest.mark.parametrize(
+    ("text", "expected_ms"),
+    [
+        ("2023-08-08T12:00:00Z", 1_691_496_000_000),
+        ("20230808T120000Z", 1_691_496_000_000),
+        ("2023-08-08 12:00:00.5+00:00", 1_691_496_000_500),
+        ("2023-08-08", 1_691_452_800_000),
+        # Python 3.11 reads these as 20:00; they are refused, not misread.
+        ("20230808120000Z", None),
+        ("2023-08-08120000Z", None),
+    ],
+)
+def test_iso_timestamps_are_read_right_or_refused(
+    text: str, expected_ms: int | None
+) -> None:
+    value = f'{{"event_id": "a", "label": 1, "timestamp": "{text}"}}'.encode()
+    decoded = _outcome(value)
+    if expected_ms is None:
+        assert decoded is Invalid.BAD_TIMESTAMP
+    else:
+        assert decoded == Outcome("a", 1, expected_ms)
