@@ -166,7 +166,7 @@ def _consumed_and_checkpointed(url: str, predictions: int) -> Scrape:
     wait_for(
         url,
         lambda p: p.total("driftstream_predictions_total") >= predictions,
-        timeout_s=60,
+        timeout_s=120,
     )
     consumed_at = time.time()
 
