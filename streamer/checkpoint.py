@@ -45,7 +45,7 @@ from streamer.ratelimit import LIBRDKAFKA_LOGGER
 
 log = logging.getLogger(__name__)
 
-FLUSH_TIMEOUT_S = 15.0
+FLUSH_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 30.0
 
 

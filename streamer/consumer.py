@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 TOPIC_CHECK_TIMEOUT_S = 15.0
 TOPIC_CHECK_SLICE_S = 1.0
 KAFKA_ERROR_LOG_INTERVAL_S = 30.0
+CHECKPOINT_RETRY_S = 10.0
 _FATAL_AT_START = frozenset(
     {KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError.SASL_AUTHENTICATION_FAILED}
 )
@@ -295,6 +296,13 @@ class KafkaSource:
                 commits.extend(self._offsets_of(partition, offsets))
         except CheckpointError as exc:
             self.health.checkpoint_failures += 1
+            # Kafka is where checkpoints go: a failed one says the cluster is
+            # out of reach, and the next try waits, so consuming (and serving
+            # librdkafka's callbacks) is not starved by flush timeouts.
+            self.health.kafka_reachable = False
+            self._next_checkpoint_s = time.monotonic() + max(
+                self.config.state.checkpoint_interval_s, CHECKPOINT_RETRY_S
+            )
             log.error("checkpoint failed; offsets not committed error=%s", exc)
             return False
         if commits and not self._commit(commits):
