@@ -199,6 +199,7 @@ class KafkaSource:
         settings = consumer_settings(config.kafka, auto_commit=not self.checkpointing)
         settings["stats_cb"] = self._on_stats
         settings["error_cb"] = self._on_error
+        settings["on_commit"] = self._on_commit
         self.consumer = Consumer(settings)
         self._held: set[int] = set()
         self.dead_letters = (
@@ -207,6 +208,9 @@ class KafkaSource:
             else None
         )
         self._error_log = RateLimitedLog(log, "kafka error", KAFKA_ERROR_LOG_INTERVAL_S)
+        self._commit_log = RateLimitedLog(
+            log, "offset commit", KAFKA_ERROR_LOG_INTERVAL_S
+        )
         self._next_checkpoint_s = time.monotonic() + config.state.checkpoint_interval_s
 
     def run(self) -> None:
@@ -332,13 +336,36 @@ class KafkaSource:
         ]
 
     def _commit(self, offsets: list[TopicPartition]) -> bool:
+        """Commit ``offsets`` asynchronously; :meth:`_on_commit` counts failures.
+
+        A synchronous commit waits for the group coordinator without a time
+        limit, so a broker outage would freeze the loop (no statistics, no
+        ``kafka_reachable`` = 0, no shutdown). Asynchronous is enough: restore
+        reads its offsets from the checkpoint, and a commit that is lost only
+        leaves the group's committed offsets behind until the next one.
+        ``close()`` waits for the commits still outstanding.
+        """
         try:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
+            self.consumer.commit(offsets=offsets, asynchronous=True)
         except KafkaException as exc:
             self.health.checkpoint_failures += 1
             log.error("commit after checkpoint failed error=%s", exc)
             return False
         return True
+
+    def _on_commit(
+        self, error: KafkaError | None, partitions: list[TopicPartition]
+    ) -> None:
+        failed = [tp for tp in partitions if tp.error is not None]
+        if error is None and not failed:
+            return
+        if error is not None and error.code() == KafkaError._NO_OFFSET:
+            return
+        self.health.checkpoint_failures += 1
+        cause = error if error is not None else failed[0].error
+        self._commit_log.note(
+            "failed", "failed (the checkpoint before it is written) error=%s", cause
+        )
 
     def _restore(self, partition: int) -> dict[Side, int]:
         """Load ``partition``'s checkpoint into the pipeline; its next offsets.

@@ -471,6 +471,24 @@ class LocalKafka:
             libs_dir = self._libs_dir or ensure_kafka_jars()
             self._launch_and_wait(libs_dir)
 
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Freeze the broker (SIGSTOP) for the block, then thaw it (SIGCONT).
+
+        Its connections stay open and nothing answers: a broker in a long GC
+        pause, or behind a network partition that drops packets.
+        """
+        with self._lock:
+            if self._process is None or not self.running:
+                raise KafkaSetupError("frozen() needs a running broker")
+            process = self._process
+            process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGCONT)
+
     # -- start-up steps ------------------------------------------------------
 
     def _prepare_data_dir(self, libs_dir: Path) -> None:

@@ -150,7 +150,7 @@ class PipelineCollector(Collector):
         )
         yield CounterMetricFamily(
             PREFIX + "checkpoint_failures",
-            "Checkpoints that were not written; their offsets stay uncommitted.",
+            "Checkpoints or offset commits that failed; offsets stay uncommitted.",
             value=health.checkpoint_failures,
         )
         yield CounterMetricFamily(

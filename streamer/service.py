@@ -63,7 +63,11 @@ class Service:
 
     def start(self) -> None:
         """Serve and consume in a background thread."""
-        self._thread = threading.Thread(target=self._run_captured, name="driftstream")
+        # A daemon: a consumer wedged in librdkafka must not keep the
+        # interpreter from exiting; stop() reports it instead.
+        self._thread = threading.Thread(
+            target=self._run_captured, name="driftstream", daemon=True
+        )
         self._thread.start()
 
     def _run_captured(self) -> None:
@@ -77,10 +81,15 @@ class Service:
         self.stop_event.set()
 
     def stop(self, *, timeout_s: float = 30.0) -> None:
-        """Stop a service started with :meth:`start`, re-raising its failure."""
+        """Stop a service started with :meth:`start`, re-raising its failure.
+
+        Raises :class:`TimeoutError` if it is still running after ``timeout_s``.
+        """
         self.request_stop()
         if self._thread is not None:
             self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                raise TimeoutError(f"driftstream did not stop within {timeout_s} s")
         if self.failure is not None:
             raise self.failure
 

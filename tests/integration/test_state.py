@@ -343,6 +343,46 @@ def test_broker_restart_mid_stream(tmp_path: Path) -> None:
             service.stop()
 
 
+def test_checkpoints_go_on_while_the_broker_is_frozen(tmp_path: Path) -> None:
+    """The broker freezes (its connections open, nothing answering) while the
+    consumer still works through the records it had fetched. With a directory
+    store those are checkpointed during the freeze, each checkpoint followed
+    by an offset commit. A commit that waits for the broker's answer (a
+    synchronous one) froze the loop with it; CI once saw that as Kafka never
+    reading unreachable, and a process that could not stop. Here checkpoints
+    go on, and after the thaw nothing is lost or counted twice."""
+    events, backlog = 250_000, 200_000
+    stream = Stream.make(events, seed=6)
+    with LocalKafka(port=_free_port()) as kafka:
+        topics = _topics(kafka.bootstrap_servers, partitions=2)
+        settings = _settings(kafka.bootstrap_servers, topics, "frozen-broker")
+        settings["state"].update(store="directory", directory=str(tmp_path / "state"))
+        service = Service(Config.model_validate(settings))
+        _produce(kafka.bootstrap_servers, topics, stream, range(backlog))
+        service.start()
+        try:
+            wait_for(service.metrics_url,
+                     lambda p: p.total("driftstream_joined_total") > 0,
+                     timeout_s=60)  # fmt: skip
+            with kafka.frozen():
+                joined_at_freeze = scrape(service.metrics_url).total(
+                    "driftstream_joined_total"
+                )
+                time.sleep(2)
+                page = wait_for(
+                    service.metrics_url,
+                    lambda p: p.value("driftstream_checkpoint_age_seconds") < 1.0,
+                    timeout_s=20,
+                )
+                assert page.total("driftstream_joined_total") > joined_at_freeze
+            _produce(kafka.bootstrap_servers, topics, stream, range(backlog, events))
+            wait_for(service.metrics_url, _joined_everything(stream), timeout_s=120)
+            time.sleep(1)
+            _assert_windows([scrape(service.metrics_url)], stream)
+        finally:
+            service.stop()
+
+
 def scrape_ready(url: str) -> str:
     import urllib.request
 
