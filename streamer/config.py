@@ -124,6 +124,83 @@ class FieldsConfig(_Section):
     )
 
 
+class ThresholdsConfig(_Section):
+    """Alert thresholds, exported per model as `driftstream_threshold_*`.
+
+    The shipped alert rules compare each model's series with these, so one
+    rule serves every model. A threshold set to null is not exported, and its
+    alert stays silent for the model.
+    """
+
+    log_loss: float | None = Field(
+        None,
+        gt=0,
+        description="Mean log loss (nats, 1h window) above which a model pages.",
+    )
+    log_loss_ratio: float | None = Field(
+        1.25,
+        gt=0,
+        description="Window mean log loss over the baseline's, for the drift alert.",
+    )
+    log_loss_zscore: float | None = Field(
+        5.0,
+        gt=0,
+        description="Z-score of the window mean, for the drift alert.",
+    )
+    psi: float | None = Field(
+        0.25,
+        gt=0,
+        description="PSI of predicted probabilities against the reference.",
+    )
+    label_coverage: float | None = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Least share of predictions that should get a label.",
+    )
+
+
+THRESHOLD_NAMES: tuple[str, ...] = tuple(ThresholdsConfig.model_fields)
+
+
+class DriftConfig(_Section):
+    """Baselines, the change detector and the reference histogram.
+
+    A series (model, version, segment) in a partition learns its reference
+    from its first `reference_events` joined events (baseline mean and
+    standard deviation of the loss, unless configured under `models`, and the
+    detector's threshold) and its first `reference_predictions` predictions
+    (the probability histogram PSI compares with).
+    """
+
+    reference_events: int = Field(
+        10_000,
+        ge=1_000,
+        description="Joined events per series and partition learned as the reference.",
+    )
+    reference_predictions: int = Field(
+        10_000,
+        ge=100,
+        description="Predictions per series and partition in the PSI reference.",
+    )
+    arl0_events: float = Field(
+        1e6,
+        ge=1e3,
+        description="Target mean events between false alarms of the change detector.",
+    )
+    shift: float = Field(
+        0.2,
+        gt=0,
+        description="Relative rise of the mean loss the detector is tuned for.",
+    )
+    calibration_events: int = Field(
+        200_000,
+        ge=100_000,
+        description="Simulated events when calibrating the detector's threshold.",
+    )
+    thresholds: ThresholdsConfig = Field(default_factory=ThresholdsConfig)
+
+
 class ModelConfig(_Section):
     """Per-model settings, keyed by model name under `models`."""
 
@@ -141,6 +218,37 @@ class ModelConfig(_Section):
             "0 and false."
         ),
     )
+    baseline_log_loss: float | None = Field(
+        None,
+        ge=0,
+        description=(
+            "The healthy model's mean log loss (nats); with baseline_log_loss_std "
+            "it replaces the learned baseline."
+        ),
+    )
+    baseline_log_loss_std: float | None = Field(
+        None, gt=0, description="The healthy model's per-event loss deviation."
+    )
+    thresholds: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="Overrides of drift.thresholds for this model (null: none).",
+    )
+
+    @model_validator(mode="after")
+    def _baseline_whole(self) -> Self:
+        if (self.baseline_log_loss is None) != (self.baseline_log_loss_std is None):
+            raise ValueError(
+                "set baseline_log_loss and baseline_log_loss_std together, or neither"
+            )
+        unknown = sorted(set(self.thresholds) - set(THRESHOLD_NAMES))
+        if unknown:
+            raise ValueError(
+                f"unknown thresholds {unknown}; known: {list(THRESHOLD_NAMES)}"
+            )
+        for name, value in self.thresholds.items():
+            if value is not None and not value > 0:
+                raise ValueError(f"threshold {name} must be > 0, got {value}")
+        return self
 
 
 class SegmentsConfig(_Section):
@@ -387,6 +495,15 @@ class Config(_Section):
     windows: WindowsConfig = Field(default_factory=WindowsConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     state: StateConfig = Field(default_factory=StateConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+
+    def thresholds_for(self, model: str) -> dict[str, float]:
+        """The thresholds exported for ``model``: its overrides, else the defaults."""
+        chosen: dict[str, float | None] = self.drift.thresholds.model_dump()
+        override = self.models.get(model)
+        if override is not None:
+            chosen.update(override.thresholds)
+        return {name: value for name, value in chosen.items() if value is not None}
 
 
 def load_config(
@@ -493,21 +610,33 @@ def reference_markdown() -> str:
     for name, field_info in Config.model_fields.items():
         section = field_info.annotation
         if name == "models":
-            lines.append(
-                "| `models.<name>.positive_label`, `models.<name>.negative_label` "
-                "| unset | `DRIFTSTREAM__MODELS__<NAME>__POSITIVE_LABEL` | "
-                f"{ModelConfig.model_fields['positive_label'].description} |"
-            )
+            for key, info in ModelConfig.model_fields.items():
+                env = f"{ENV_PREFIX}MODELS__<NAME>__{key}".upper()
+                shown = "{}" if key == "thresholds" else "unset"
+                lines.append(
+                    f"| `models.<name>.{key}` | `{shown}` | `{env}` "
+                    f"| {info.description} |"
+                )
             continue
         assert isinstance(section, type) and issubclass(section, BaseModel)
-        for key, info in section.model_fields.items():
-            default = info.get_default(call_default_factory=True)
-            env = f"{ENV_PREFIX}{name}__{key}".upper()
-            lines.append(
-                f"| `{name}.{key}` | `{_show_default(default)}` | `{env}` "
-                f"| {info.description} |"
-            )
+        lines.extend(_reference_rows(name, section))
     return "\n".join(lines) + "\n"
+
+
+def _reference_rows(prefix: str, section: type[BaseModel]) -> list[str]:
+    rows = []
+    for key, info in section.model_fields.items():
+        nested = info.annotation
+        if isinstance(nested, type) and issubclass(nested, BaseModel):
+            rows.extend(_reference_rows(f"{prefix}.{key}", nested))
+            continue
+        default = info.get_default(call_default_factory=True)
+        env = f"{ENV_PREFIX}{prefix.replace('.', '__')}__{key}".upper()
+        rows.append(
+            f"| `{prefix}.{key}` | `{_show_default(default)}` | `{env}` "
+            f"| {info.description} |"
+        )
+    return rows
 
 
 def _show_default(default: object) -> str:

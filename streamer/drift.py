@@ -53,6 +53,7 @@ __all__ = [
     "PredictionSums",
     "ThresholdCalibration",
     "calibrate_threshold",
+    "probability_bins",
     "psi",
     "ratio",
     "siegmund_arl0",
@@ -1085,6 +1086,15 @@ def _solve_excess_exp(target: float) -> float:
         if step <= 1e-15 * x:
             break
     return x
+
+
+def probability_bins(score: NDArray[np.float64]) -> NDArray[np.intp]:
+    """The bin of each probability in [0, 1], as the module docstring defines.
+
+    >>> probability_bins(np.array([0.0, 0.1, 0.1000001, 1.0])).tolist()
+    [0, 0, 1, 9]
+    """
+    return _bin_index(np.asarray(score, dtype=np.float64))
 
 
 def _bin_index(score: NDArray[np.float64]) -> NDArray[np.intp]:

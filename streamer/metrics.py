@@ -25,8 +25,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from streamer import __version__
+from streamer.drift_metrics import drift_families
 from streamer.events import ModelKey
-from streamer.pipeline import Counters, Histogram, Pipeline
+from streamer.pipeline import Counters, Histogram, Pipeline, WindowRow
 
 PREFIX = "driftstream_"
 MODEL_LABELS = ("model", "version")
@@ -58,7 +59,9 @@ class PipelineCollector(Collector):
         self.health = health
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._windows()
+        rows = self.pipeline.window_rows()
+        yield from self._windows(rows)
+        yield from drift_families(self.pipeline, rows)
         with self.pipeline.lock:
             yield from _counters(self.pipeline.counters)
             yield _segments_dropped(self.pipeline.segments.dropped)
@@ -67,7 +70,7 @@ class PipelineCollector(Collector):
         yield from self._health(last_message_s)
         yield _build_info()
 
-    def _windows(self) -> Iterator[Metric]:
+    def _windows(self, rows: list[WindowRow]) -> Iterator[Metric]:
         segment_keys = list(self.pipeline.config.segments.keys)
         labels = [*MODEL_LABELS, *segment_keys, "window"]
         min_events = self.pipeline.config.windows.min_events
@@ -86,7 +89,7 @@ class PipelineCollector(Collector):
             "Mean squared log loss of the window's events, for variance and z-scores.",
             labels=labels,
         )
-        for row in self.pipeline.window_rows():
+        for row in rows:
             values = [row.model.model, row.model.version, *row.segment, row.window]
             events.add_metric(values, row.stats.events)
             if row.stats.events >= min_events:
@@ -265,6 +268,14 @@ def _counters(counters: Counters) -> Iterator[Metric]:
     for window, count in sorted(counters.late.items()):
         late.add_metric([window], count)
     yield late
+    late_predictions = CounterMetricFamily(
+        PREFIX + "late_predictions",
+        "Predictions older than a prediction window could still hold, by window.",
+        labels=["window"],
+    )
+    for window, count in sorted(counters.late_predictions.items()):
+        late_predictions.add_metric([window], count)
+    yield late_predictions
     yield CounterMetricFamily(
         PREFIX + "over_model_limit",
         "Predictions of (model, version) pairs past metrics.max_models; dropped.",

@@ -28,13 +28,22 @@ from typing import Protocol
 
 import numpy as np
 
+from streamer.columns import (
+    CALIBRATION_COLUMNS,
+    PREDICTION_COLUMNS,
+    calibration_columns,
+    prediction_columns,
+    probability_bins,
+)
 from streamer.config import Config
+from streamer.drift import Baseline
 from streamer.events import ModelKey, Outcome, Prediction
 from streamer.join import JoinStep
 from streamer.loss import multiclass_log_loss
 from streamer.ratelimit import RateLimitedLog
 from streamer.records import Invalid, decode_outcome, decode_prediction
 from streamer.records import resolve_binary_label as _resolve_binary
+from streamer.reference import DriftSettings, SeriesDrift
 from streamer.segments import SegmentBudget
 from streamer.state import JoinOptions, PartitionState, SeriesKey, Side, decode, encode
 from streamer.windows import RollingWindows, WindowSpec, WindowStats
@@ -101,6 +110,9 @@ class Counters:
         default_factory=lambda: defaultdict(int)
     )
     late: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    late_predictions: defaultdict[str, int] = field(
+        default_factory=lambda: defaultdict(int)
+    )
     over_model_limit: int = 0
     redelivered: int = 0
     loss: dict[ModelKey, Histogram] = field(default_factory=dict)
@@ -119,11 +131,38 @@ class WindowRow:
 
 @dataclass
 class _Scored:
-    """The joined events of one batch, gathered per (partition, model)."""
+    """The joined events of one batch, gathered per (partition, series)."""
 
     timestamps_ms: list[int] = field(default_factory=list)
     p_true: list[float] = field(default_factory=list)
     delays_s: list[float] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    positives: list[bool] = field(default_factory=list)
+    squared_errors: list[float] = field(default_factory=list)
+
+
+@dataclass
+class _Predicted:
+    """The new predictions of one batch, gathered per (partition, series).
+
+    ``probabilities`` holds each prediction's class probabilities one after
+    the other (binary: ``p`` and ``1 - p``), ``sizes`` how many each has.
+    """
+
+    timestamps_ms: list[int] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    probabilities: list[float] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Judged:
+    """One joined event, judged: what the windows and the drift sums need."""
+
+    p_true: float
+    score: float
+    positive: bool
+    squared_error: float
 
 
 class Pipeline:
@@ -147,6 +186,23 @@ class Pipeline:
         self.lock = threading.Lock()
         self._wall_clock_ms = wall_clock_ms or (lambda: time.time_ns() // 1_000_000)
         self._future_skew_ms = round(config.scoring.max_future_skew_s * 1000)
+        drift = config.drift
+        self.drift_settings = DriftSettings(
+            reference_events=drift.reference_events,
+            reference_predictions=drift.reference_predictions,
+            arl0_events=drift.arl0_events,
+            shift=drift.shift,
+            calibration_events=drift.calibration_events,
+        )
+        self.baselines: dict[str, Baseline] = {
+            name: Baseline(model.baseline_log_loss, model.baseline_log_loss_std)
+            for name, model in config.models.items()
+            if model.baseline_log_loss is not None
+            and model.baseline_log_loss_std is not None
+        }
+        self._predicted: defaultdict[tuple[int, SeriesKey], _Predicted] = defaultdict(
+            _Predicted
+        )
         self._latest_valid_ms = 0
         self._invalid_batch: list[tuple[MessageLike, str]] = []
         self._invalid_log = RateLimitedLog(
@@ -176,7 +232,13 @@ class Pipeline:
         StateFormatError
             The checkpoint is unreadable; the partition's state is unchanged.
         """
-        restored = decode(payload, options=self.join_options, specs=self.specs)
+        restored = decode(
+            payload,
+            options=self.join_options,
+            specs=self.specs,
+            drift_settings=self.drift_settings,
+            baselines=self.baselines,
+        )
         with self.lock:
             held = self.partitions.get(partition)
             if held is not None and _at_least(held.next_offsets, restored.next_offsets):
@@ -224,6 +286,7 @@ class Pipeline:
             for partition in touched:
                 self._expire(partition)
             self._score(scored)
+            self._score_predictions()
             self.last_message_wall_s = self._wall_clock_ms() / 1000
         return self._invalid_batch
 
@@ -288,6 +351,7 @@ class Pipeline:
         step = state.join.add_prediction(prediction, now_ms=state.join_clock_ms)
         if not step.duplicate:
             self.counters.predictions[prediction.model] += 1
+            self._gather_prediction(prediction, partition)
         self._after_step(step, "prediction", partition, scored, message)
 
     def _on_outcome(
@@ -339,22 +403,25 @@ class Pipeline:
         scored: defaultdict[tuple[int, SeriesKey], _Scored],
         message: MessageLike,
     ) -> None:
-        p_true = self._probability_of_label(prediction, outcome)
-        if isinstance(p_true, Invalid):
-            self._count_invalid(self.config.kafka.outcomes_topic, p_true, message)
+        judged = self._judge(prediction, outcome)
+        if isinstance(judged, Invalid):
+            self._count_invalid(self.config.kafka.outcomes_topic, judged, message)
             return
         bucket = scored[(partition, (prediction.model, prediction.segment))]
         bucket.timestamps_ms.append(outcome.timestamp_ms)
-        bucket.p_true.append(p_true)
+        bucket.p_true.append(judged.p_true)
+        bucket.scores.append(judged.score)
+        bucket.positives.append(judged.positive)
+        bucket.squared_errors.append(judged.squared_error)
         # An outcome stamped before its prediction (clock skew) counts as 0 s,
         # so the histogram's sum stays monotonic.
         delay_ms = max(0, outcome.timestamp_ms - prediction.timestamp_ms)
         bucket.delays_s.append(delay_ms / 1000)
 
-    def _probability_of_label(
-        self, prediction: Prediction, outcome: Outcome
-    ) -> float | Invalid:
-        """The predicted probability of what happened (before clipping)."""
+    def _judge(self, prediction: Prediction, outcome: Outcome) -> _Judged | Invalid:
+        """The predicted probability of what happened (before clipping), and
+        the event's calibration terms (see :class:`~streamer.drift.CalibrationSums`).
+        """
         label = outcome.label
         if prediction.classes is not None and prediction.probabilities is not None:
             if isinstance(label, bool):
@@ -362,17 +429,47 @@ class Pipeline:
             name = str(label)
             if name not in prediction.classes:
                 return Invalid.UNKNOWN_CLASS
-            return prediction.probabilities[prediction.classes.index(name)]
+            probabilities = prediction.probabilities
+            index = prediction.classes.index(name)
+            top = max(probabilities)
+            return _Judged(
+                p_true=probabilities[index],
+                score=top,
+                positive=probabilities.index(top) == index,
+                squared_error=sum(q * q for q in probabilities)
+                - 2.0 * probabilities[index]
+                + 1.0,
+            )
         model = self.config.models.get(prediction.model.model)
         positive = _resolve_binary(
             label,
             positive=model.positive_label if model else None,
             negative=model.negative_label if model else None,
         )
-        if positive is None or prediction.probability is None:
+        p = prediction.probability
+        if positive is None or p is None:
             return Invalid.BAD_LABEL
         # 1 - p is formed before clipping, as scikit-learn does.
-        return prediction.probability if positive else 1.0 - prediction.probability
+        return _Judged(
+            p_true=p if positive else 1.0 - p,
+            score=p,
+            positive=positive,
+            squared_error=(p - 1.0) ** 2 if positive else p * p,
+        )
+
+    def _gather_prediction(self, prediction: Prediction, partition: int) -> None:
+        batch = self._predicted[(partition, (prediction.model, prediction.segment))]
+        batch.timestamps_ms.append(prediction.timestamp_ms)
+        if prediction.probabilities is not None:
+            batch.scores.append(max(prediction.probabilities))
+            batch.probabilities.extend(prediction.probabilities)
+            batch.sizes.append(len(prediction.probabilities))
+        elif prediction.probability is not None:
+            batch.scores.append(prediction.probability)
+            batch.probabilities.extend(
+                (prediction.probability, 1.0 - prediction.probability)
+            )
+            batch.sizes.append(2)
 
     def _score(self, scored: dict[tuple[int, SeriesKey], _Scored]) -> None:
         eps = self.config.scoring.eps
@@ -383,15 +480,58 @@ class Pipeline:
             windows = self.partitions[partition].windows.get(series)
             if windows is None:
                 windows = self.partitions[partition].windows[series] = RollingWindows(
-                    self.specs
+                    self.specs, extra_columns=CALIBRATION_COLUMNS
                 )
-            for window, late in windows.add(timestamps, losses).items():
+            extra = calibration_columns(
+                np.asarray(events.scores),
+                np.asarray(events.positives, dtype=np.bool_),
+                np.asarray(events.squared_errors),
+            )
+            for window, late in windows.add(timestamps, losses, extra).items():
                 self.counters.late[window] += late
+            self._series_drift(partition, series).observe_losses(losses)
             self.counters.joined[model] += len(losses)
             self._histogram(self.counters.loss, model, LOSS_BUCKETS).observe(losses)
             self._histogram(
                 self.counters.join_delay, model, JOIN_DELAY_BUCKETS_S
             ).observe(np.asarray(events.delays_s))
+
+    def _score_predictions(self) -> None:
+        eps = self.config.scoring.eps
+        batches, self._predicted = self._predicted, defaultdict(_Predicted)
+        for (partition, series), batch in batches.items():
+            if not batch.sizes:
+                continue
+            probabilities = np.asarray(batch.probabilities)
+            terms = probabilities * multiclass_log_loss(probabilities, eps=eps)
+            sizes = np.asarray(batch.sizes, dtype=np.intp)
+            starts = np.cumsum(sizes) - sizes
+            entropies = np.add.reduceat(terms, starts)
+            scores = np.asarray(batch.scores)
+            timestamps = np.asarray(batch.timestamps_ms, dtype=np.int64)
+
+            state = self.partitions[partition]
+            windows = state.prediction_windows.get(series)
+            if windows is None:
+                windows = state.prediction_windows[series] = RollingWindows(
+                    self.specs, extra_columns=PREDICTION_COLUMNS
+                )
+            added = windows.add(timestamps, entropies, prediction_columns(scores))
+            for window, late in added.items():
+                self.counters.late_predictions[window] += late
+            self._series_drift(partition, series).observe_predictions(
+                probability_bins(scores)
+            )
+
+    def _series_drift(self, partition: int, series: SeriesKey) -> SeriesDrift:
+        drifts = self.partitions[partition].drift
+        drift = drifts.get(series)
+        if drift is None:
+            drift = drifts[series] = SeriesDrift(
+                self.drift_settings,
+                self.baselines.get(series[0].model),
+            )
+        return drift
 
     @staticmethod
     def _histogram(
@@ -440,35 +580,27 @@ class Pipeline:
         return max(newest, default=0)
 
     def window_rows(self) -> list[WindowRow]:
-        """Per model and window, the sum over partitions; drops empty models."""
+        """Joined windows per series, summed over partitions; drops empty ones."""
         with self.lock:
             now_ms = self.now_ms()
-            totals: dict[tuple[SeriesKey, str], WindowStats] = {}
-            for state in self.partitions.values():
-                self._sum_windows(state, now_ms, totals)
-            return [
-                WindowRow(model, segment, window, stats)
-                for ((model, segment), window), stats in sorted(
-                    totals.items(), key=lambda item: _sort_key(item[0])
-                )
-            ]
+            return _rows([state.windows for state in self.partitions.values()], now_ms)
 
-    @staticmethod
-    def _sum_windows(
-        state: PartitionState,
-        now_ms: int,
-        totals: dict[tuple[SeriesKey, str], WindowStats],
-    ) -> None:
-        for series in list(state.windows):
-            windows = state.windows[series]
-            if windows.is_empty(now_ms):
-                del state.windows[series]
-                continue
-            for window, stats in windows.stats(now_ms).items():
-                previous = totals.get((series, window))
-                totals[(series, window)] = (
-                    stats if previous is None else previous + stats
-                )
+    def prediction_window_rows(self) -> list[WindowRow]:
+        """Prediction windows per series, summed over partitions; drops empty ones."""
+        with self.lock:
+            now_ms = self.now_ms()
+            return _rows(
+                [state.prediction_windows for state in self.partitions.values()],
+                now_ms,
+            )
+
+    def series_drift(self) -> dict[SeriesKey, list[SeriesDrift]]:
+        """Per series, each partition's drift state; read under ``self.lock``."""
+        found: defaultdict[SeriesKey, list[SeriesDrift]] = defaultdict(list)
+        for state in self.partitions.values():
+            for series, drift in state.drift.items():
+                found[series].append(drift)
+        return dict(found)
 
     def pending(self) -> dict[str, int]:
         with self.lock:
@@ -477,6 +609,29 @@ class Pipeline:
                 "prediction": sum(s.join.pending_predictions for s in states),
                 "outcome": sum(s.join.pending_outcomes for s in states),
             }
+
+
+def _rows(
+    tables: list[dict[SeriesKey, RollingWindows]], now_ms: int
+) -> list[WindowRow]:
+    totals: dict[tuple[SeriesKey, str], WindowStats] = {}
+    for table in tables:
+        for series in list(table):
+            windows = table[series]
+            if windows.is_empty(now_ms):
+                del table[series]
+                continue
+            for window, stats in windows.stats(now_ms).items():
+                previous = totals.get((series, window))
+                totals[(series, window)] = (
+                    stats if previous is None else previous + stats
+                )
+    return [
+        WindowRow(model, segment, window, stats)
+        for ((model, segment), window), stats in sorted(
+            totals.items(), key=lambda item: _sort_key(item[0])
+        )
+    ]
 
 
 def _at_least(held: dict[Side, int], checkpoint: dict[Side, int]) -> bool:

@@ -14,14 +14,17 @@ the stores in ``checkpoint.py`` move the bytes.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 import orjson
 
+from streamer.columns import CALIBRATION_COLUMNS, PREDICTION_COLUMNS
+from streamer.drift import Baseline
 from streamer.events import ModelKey
 from streamer.join import EventJoin
+from streamer.reference import DriftSettings, SeriesDrift
 from streamer.windows import RollingWindows, WindowSpec
 
 Side = Literal["prediction", "outcome"]
@@ -58,6 +61,11 @@ class PartitionState:
 
     join: EventJoin
     windows: dict[SeriesKey, RollingWindows] = field(default_factory=dict)
+    """Joined events, at outcome time, with the calibration columns."""
+    prediction_windows: dict[SeriesKey, RollingWindows] = field(default_factory=dict)
+    """Predictions, at prediction time: entropy and the probability histogram."""
+    drift: dict[SeriesKey, SeriesDrift] = field(default_factory=dict)
+    """Reference, baseline and change detector per series; kept while quiet."""
     prediction_watermark_ms: int = -1
     outcome_watermark_ms: int = -1
     next_offsets: dict[Side, int] = field(default_factory=dict)
@@ -77,10 +85,9 @@ def encode(state: PartitionState) -> bytes:
     plain = {
         "format": STATE_FORMAT,
         "join": state.join.to_state(),
-        "windows": [
-            [model.model, model.version, list(segment), windows.to_state()]
-            for (model, segment), windows in state.windows.items()
-        ],
+        "windows": _series_states(state.windows),
+        "prediction_windows": _series_states(state.prediction_windows),
+        "drift": _series_states(state.drift),
         "prediction_watermark_ms": state.prediction_watermark_ms,
         "outcome_watermark_ms": state.outcome_watermark_ms,
         "next_offsets": state.next_offsets,
@@ -88,8 +95,22 @@ def encode(state: PartitionState) -> bytes:
     return zlib.compress(orjson.dumps(plain), level=1)
 
 
+def _series_states(
+    table: Mapping[SeriesKey, RollingWindows] | Mapping[SeriesKey, SeriesDrift],
+) -> list[list[Any]]:
+    return [
+        [model.model, model.version, list(segment), kept.to_state()]
+        for (model, segment), kept in table.items()
+    ]
+
+
 def decode(
-    payload: bytes, *, options: JoinOptions, specs: Sequence[WindowSpec]
+    payload: bytes,
+    *,
+    options: JoinOptions,
+    specs: Sequence[WindowSpec],
+    drift_settings: DriftSettings,
+    baselines: Mapping[str, Baseline],
 ) -> PartitionState:
     """Rebuild the state :func:`encode` made, under today's configuration.
 
@@ -108,13 +129,17 @@ def decode(
             f"checkpoint has format {found!r}, expected {STATE_FORMAT}"
         )
     try:
-        return _rebuild(plain, options, specs)
+        return _rebuild(plain, options, specs, drift_settings, baselines)
     except (KeyError, TypeError, ValueError) as exc:
         raise StateFormatError(f"checkpoint is malformed: {exc}") from exc
 
 
 def _rebuild(
-    plain: dict[str, Any], options: JoinOptions, specs: Sequence[WindowSpec]
+    plain: dict[str, Any],
+    options: JoinOptions,
+    specs: Sequence[WindowSpec],
+    drift_settings: DriftSettings,
+    baselines: Mapping[str, Baseline],
 ) -> PartitionState:
     join = EventJoin.from_state(
         plain["join"],
@@ -123,10 +148,16 @@ def _rebuild(
         max_pending=options.max_pending,
     )
     windows = {
-        (ModelKey(str(model), str(version)), tuple(str(v) for v in segment)): (
-            RollingWindows.from_state(specs, saved)
-        )
-        for model, version, segment, saved in plain["windows"]
+        key: RollingWindows.from_state(specs, saved, extra_columns=CALIBRATION_COLUMNS)
+        for key, saved in _series_items(plain["windows"])
+    }
+    prediction_windows = {
+        key: RollingWindows.from_state(specs, saved, extra_columns=PREDICTION_COLUMNS)
+        for key, saved in _series_items(plain.get("prediction_windows", []))
+    }
+    drift = {
+        key: SeriesDrift.from_state(saved, drift_settings, baselines.get(key[0].model))
+        for key, saved in _series_items(plain.get("drift", []))
     }
     offsets: dict[Side, int] = {}
     for side, offset in plain["next_offsets"].items():
@@ -136,7 +167,16 @@ def _rebuild(
     return PartitionState(
         join=join,
         windows=windows,
+        prediction_windows=prediction_windows,
+        drift=drift,
         prediction_watermark_ms=int(plain["prediction_watermark_ms"]),
         outcome_watermark_ms=int(plain["outcome_watermark_ms"]),
         next_offsets=offsets,
     )
+
+
+def _series_items(saved: list[Any]) -> list[tuple[SeriesKey, Any]]:
+    return [
+        ((ModelKey(str(model), str(version)), tuple(str(v) for v in segment)), kept)
+        for model, version, segment, kept in saved
+    ]

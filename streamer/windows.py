@@ -40,6 +40,11 @@ here reads a clock.
 
 The mean is reported whenever a window has at least one event; a minimum
 event count before a mean is exported is the exporter's decision.
+
+Extra columns. A :class:`RollingWindows` made with ``extra_columns=n`` keeps
+``n`` more per-event values per slot beside the loss, summed the same way
+(the drift layer's calibration and prediction histograms); they are held,
+dropped as late and left behind exactly as the loss is.
 """
 
 from __future__ import annotations
@@ -173,6 +178,8 @@ class WindowStats:
     events: int = 0
     loss_sum: float = 0.0
     loss_squared_sum: float = 0.0
+    extra_sums: tuple[float, ...] = ()
+    """Sums of the extra columns, if the windows keep any."""
 
     @property
     def mean_loss(self) -> float | None:
@@ -191,29 +198,39 @@ class WindowStats:
     def __add__(self, other: WindowStats) -> WindowStats:
         if not isinstance(other, WindowStats):
             return NotImplemented
+        if len(self.extra_sums) != len(other.extra_sums):
+            raise ValueError(
+                f"cannot add windows with {len(self.extra_sums)} and "
+                f"{len(other.extra_sums)} extra columns"
+            )
         return WindowStats(
             events=self.events + other.events,
             loss_sum=self.loss_sum + other.loss_sum,
             loss_squared_sum=self.loss_squared_sum + other.loss_squared_sum,
+            extra_sums=tuple(
+                a + b for a, b in zip(self.extra_sums, other.extra_sums, strict=True)
+            ),
         )
 
 
 class _Ring:
     """The bucket slots of one window; see the module docstring."""
 
-    def __init__(self, spec: WindowSpec) -> None:
+    def __init__(self, spec: WindowSpec, extra_columns: int = 0) -> None:
         self.spec = spec
         self.head: int | None = None
         self.bucket_ids = np.full(spec.buckets, _NO_BUCKET, dtype=np.int64)
         self.events = np.zeros(spec.buckets, dtype=np.int64)
         self.loss_sums = np.zeros(spec.buckets, dtype=np.float64)
         self.loss_squared_sums = np.zeros(spec.buckets, dtype=np.float64)
+        self.extra_sums = np.zeros((spec.buckets, extra_columns), dtype=np.float64)
 
     def add(
         self,
         bucket: NDArray[np.int64],
         loss: NDArray[np.float64],
         loss_squared: NDArray[np.float64],
+        extra: NDArray[np.float64],
     ) -> int:
         """Add one batch by bucket id; return how many events were late."""
         if bucket.size == 0:
@@ -236,6 +253,7 @@ class _Ring:
             np.bincount(offset, minlength=self.spec.buckets),
             _sum_by_offset(offset, loss[held], size=self.spec.buckets),
             _sum_by_offset(offset, loss_squared[held], size=self.spec.buckets),
+            _sum_rows_by_offset(offset, extra[held], size=self.spec.buckets),
         )
         return int(np.count_nonzero(late))
 
@@ -245,6 +263,7 @@ class _Ring:
         events: NDArray[np.int64],
         loss_sums: NDArray[np.float64],
         loss_squared_sums: NDArray[np.float64],
+        extra_sums: NDArray[np.float64],
     ) -> None:
         """Add per-bucket totals for buckets ``first_bucket + i`` to the slots."""
         touched = np.flatnonzero(events)
@@ -261,6 +280,11 @@ class _Ring:
             np.where(reused, self.loss_squared_sums[slots], 0.0)
             + loss_squared_sums[touched]
         )
+        if self.extra_sums.shape[1]:
+            self.extra_sums[slots] = (
+                np.where(reused[:, np.newaxis], self.extra_sums[slots], 0.0)
+                + extra_sums[touched]
+            )
 
     def retained(self) -> NDArray[np.bool_]:
         """Which slots hold buckets of the ring that ends at the head."""
@@ -281,13 +305,14 @@ class _Ring:
             events=int(self.events[visible].sum()),
             loss_sum=float(self.loss_sums[visible].sum()),
             loss_squared_sum=float(self.loss_squared_sums[visible].sum()),
+            extra_sums=tuple(self.extra_sums[visible].sum(axis=0).tolist()),
         )
 
     def to_state(self) -> dict[str, Any]:
         """The spec, the head and the slots the ring still holds, oldest first."""
         slots = np.flatnonzero(self.retained())
         slots = slots[np.argsort(self.bucket_ids[slots])]
-        return {
+        state: dict[str, Any] = {
             "length_ms": self.spec.length_ms,
             "buckets": self.spec.buckets,
             "head": self.head,
@@ -296,12 +321,21 @@ class _Ring:
             "loss_sums": self.loss_sums[slots].tolist(),
             "loss_squared_sums": self.loss_squared_sums[slots].tolist(),
         }
+        if self.extra_sums.shape[1]:
+            state["extra_sums"] = self.extra_sums[slots].tolist()
+        return state
 
     @classmethod
-    def from_state(cls, spec: WindowSpec, state: Mapping[str, Any]) -> _Ring:
-        """Rebuild a ring from :meth:`to_state` output made for ``spec``."""
+    def from_state(
+        cls, spec: WindowSpec, state: Mapping[str, Any], extra_columns: int = 0
+    ) -> _Ring:
+        """Rebuild a ring from :meth:`to_state` output made for ``spec``.
+
+        Saved state without extra columns (a checkpoint of a version that
+        kept none) restores them as zeros.
+        """
         _check_ring_state(spec, state)
-        ring = cls(spec)
+        ring = cls(spec, extra_columns)
         ring.head = None if state["head"] is None else int(state["head"])
 
         bucket_ids = np.asarray(state["bucket_ids"], dtype=np.int64)
@@ -310,6 +344,15 @@ class _Ring:
         ring.events[slots] = state["events"]
         ring.loss_sums[slots] = state["loss_sums"]
         ring.loss_squared_sums[slots] = state["loss_squared_sums"]
+        extra = state.get("extra_sums")
+        if extra and extra_columns:
+            saved = np.asarray(extra, dtype=np.float64)
+            if saved.shape != (len(bucket_ids), extra_columns):
+                raise ValueError(
+                    f"window {spec.name!r}: saved extra sums have shape "
+                    f"{saved.shape}, expected {(len(bucket_ids), extra_columns)}"
+                )
+            ring.extra_sums[slots] = saved
         return ring
 
 
@@ -344,9 +387,12 @@ class RollingWindows:
     (False, True)
     """
 
-    def __init__(self, specs: Sequence[WindowSpec]) -> None:
+    def __init__(self, specs: Sequence[WindowSpec], *, extra_columns: int = 0) -> None:
         _check_specs(specs)
-        self._rings = {spec.name: _Ring(spec) for spec in specs}
+        if extra_columns < 0:
+            raise ValueError(f"extra_columns must be >= 0, got {extra_columns}")
+        self.extra_columns = extra_columns
+        self._rings = {spec.name: _Ring(spec, extra_columns) for spec in specs}
 
     @property
     def specs(self) -> tuple[WindowSpec, ...]:
@@ -354,7 +400,10 @@ class RollingWindows:
         return tuple(ring.spec for ring in self._rings.values())
 
     def add(
-        self, timestamp_ms: NDArray[np.int64], loss: NDArray[np.float64]
+        self,
+        timestamp_ms: NDArray[np.int64],
+        loss: NDArray[np.float64],
+        extra: NDArray[np.float64] | None = None,
     ) -> dict[str, int]:
         """Add a batch of events to every window.
 
@@ -364,6 +413,9 @@ class RollingWindows:
             Each event's time in epoch milliseconds, in arrival order.
         loss
             Each event's loss: finite and not negative.
+        extra
+            Each event's extra columns, shape ``(events, extra_columns)``;
+            required when the windows keep extra columns.
 
         Returns
         -------
@@ -378,9 +430,12 @@ class RollingWindows:
             infinite or NaN.
         """
         timestamp_ms, loss = _checked_batch(timestamp_ms, loss)
+        extra = _checked_extra(extra, loss.size, self.extra_columns)
         loss_squared = np.square(loss)
         return {
-            name: ring.add(timestamp_ms // ring.spec.bucket_ms, loss, loss_squared)
+            name: ring.add(
+                timestamp_ms // ring.spec.bucket_ms, loss, loss_squared, extra
+            )
             for name, ring in self._rings.items()
         }
 
@@ -404,7 +459,11 @@ class RollingWindows:
 
     @classmethod
     def from_state(
-        cls, specs: Sequence[WindowSpec], state: Mapping[str, Any]
+        cls,
+        specs: Sequence[WindowSpec],
+        state: Mapping[str, Any],
+        *,
+        extra_columns: int = 0,
     ) -> RollingWindows:
         """Rebuild windows from :meth:`to_state` output.
 
@@ -417,7 +476,7 @@ class RollingWindows:
             If the state is malformed, or a saved window has the name of a
             spec but another length or bucket count.
         """
-        windows = cls(specs)
+        windows = cls(specs, extra_columns=extra_columns)
         saved = state.get("windows")
         if not isinstance(saved, Mapping):
             raise ValueError(
@@ -427,7 +486,9 @@ class RollingWindows:
 
         for spec in specs:
             if spec.name in saved:
-                windows._rings[spec.name] = _ring_from_state(spec, saved[spec.name])
+                windows._rings[spec.name] = _ring_from_state(
+                    spec, saved[spec.name], extra_columns
+                )
         return windows
 
 
@@ -439,6 +500,35 @@ def _sum_by_offset(
     return cast(
         NDArray[np.float64], np.bincount(offset, weights=values, minlength=size)
     )
+
+
+def _sum_rows_by_offset(
+    offset: NDArray[np.int64], rows: NDArray[np.float64], *, size: int
+) -> NDArray[np.float64]:
+    """Sum the rows of ``rows`` into ``size`` bins by ``offset``: one bincount."""
+    columns = rows.shape[1]
+    if columns == 0:
+        return np.zeros((size, 0), dtype=np.float64)
+    flat = (offset[:, np.newaxis] * columns + np.arange(columns)).ravel()
+    sums = np.bincount(flat, weights=rows.ravel(), minlength=size * columns)
+    return cast(NDArray[np.float64], sums).reshape(size, columns)
+
+
+def _checked_extra(
+    extra: NDArray[np.float64] | None, events: int, columns: int
+) -> NDArray[np.float64]:
+    if extra is None:
+        if columns:
+            raise ValueError(f"these windows keep {columns} extra columns; pass them")
+        return np.zeros((events, 0), dtype=np.float64)
+    extra = np.asarray(extra, dtype=np.float64)
+    if extra.shape != (events, columns):
+        raise ValueError(
+            f"extra must have shape {(events, columns)}, got {extra.shape}"
+        )
+    if not np.isfinite(extra).all():
+        raise ValueError("extra columns must be finite")
+    return extra
 
 
 def _check_specs(specs: Sequence[WindowSpec]) -> None:
@@ -471,10 +561,10 @@ def _checked_batch(
     return timestamp_ms, loss
 
 
-def _ring_from_state(spec: WindowSpec, state: Any) -> _Ring:
+def _ring_from_state(spec: WindowSpec, state: Any, extra_columns: int) -> _Ring:
     """Rebuild one window, turning a missing or mistyped field into ``ValueError``."""
     try:
-        return _Ring.from_state(spec, state)
+        return _Ring.from_state(spec, state, extra_columns)
     except (KeyError, TypeError) as exc:
         raise ValueError(
             f"window {spec.name!r}: saved state is malformed ({exc!r}); expected "
