@@ -75,6 +75,8 @@ class SeriesDrift:
     def __init__(self, settings: DriftSettings, configured: Baseline | None) -> None:
         self.settings = settings
         self.configured = configured
+        self.reference_target = settings.reference_events
+        """Events the loss reference takes; a completed one keeps its own."""
         self.reference_events = 0
         self.reference_loss_sum = 0.0
         self.reference_loss_squared_sum = 0.0
@@ -88,7 +90,7 @@ class SeriesDrift:
     @property
     def learning(self) -> bool:
         """Whether the loss reference is still being collected."""
-        return self.reference_events < self.settings.reference_events
+        return self.reference_events < self.reference_target
 
     @property
     def baseline(self) -> Baseline | None:
@@ -109,7 +111,7 @@ class SeriesDrift:
         """Take a batch of joined losses, in join order; return the alarms raised."""
         rest = losses
         if self.learning:
-            needed = self.settings.reference_events - self.reference_events
+            needed = self.reference_target - self.reference_events
             taken, rest = losses[:needed], losses[needed:]
             self._learn(taken)
 
@@ -192,6 +194,7 @@ class SeriesDrift:
         )
         return {
             "reference_events": self.reference_events,
+            "reference_target": self.reference_target,
             "reference_loss_sum": self.reference_loss_sum,
             "reference_loss_squared_sum": self.reference_loss_squared_sum,
             "reference_losses": reference,
@@ -219,6 +222,9 @@ class SeriesDrift:
         """
         drift = cls(settings, configured)
         drift.reference_events = int(state["reference_events"])
+        saved_target = int(state.get("reference_target", settings.reference_events))
+        if drift.reference_events >= saved_target:
+            drift.reference_target = saved_target
         drift.reference_loss_sum = float(state["reference_loss_sum"])
         drift.reference_loss_squared_sum = float(state["reference_loss_squared_sum"])
         losses = np.asarray(state["reference_losses"], dtype=np.float64)
@@ -229,7 +235,7 @@ class SeriesDrift:
             raise ValueError(f"reference_bins must be {PROBABILITY_BINS} counts")
         drift.reference_bins = bins
         drift.detector_error = state.get("detector_error")
-        if drift.reference_events >= 2 and not drift._reference_losses:
+        if not drift.learning and drift.reference_events >= 2:
             drift.learned = Baseline.from_window(
                 drift.reference_events,
                 drift.reference_loss_sum,
