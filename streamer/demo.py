@@ -27,7 +27,8 @@ from streamer.service import Service
 
 PREDICTIONS_TOPIC = "demo-predictions"
 OUTCOMES_TOPIC = "demo-outcomes"
-PARTITIONS = 4
+PARTITIONS = 2
+"""Few, so that every partition's detector learns its reference quickly."""
 WINDOWS = ("30s", "2m", "10m")
 
 
@@ -59,6 +60,15 @@ class _Row:
     window: str
     events: float
     log_loss: float | None
+    zscore: float | None = None
+
+
+@dataclass
+class _Detector:
+    """A model's change detector, summed over its series."""
+
+    statistic: float | None = None
+    alarms: float = 0.0
 
 
 def run_demo(args: argparse.Namespace, *, out: IO[str] = sys.stdout) -> int:
@@ -92,6 +102,8 @@ def _streamer_config(bootstrap: str, port: int) -> Config:
             },
             "windows": {"lengths": list(WINDOWS), "buckets": 30},
             "metrics": {"host": "127.0.0.1", "port": port},
+            # The smallest reference allowed: learned in about 20 s here.
+            "drift": {"reference_events": 1_000, "reference_predictions": 1_000},
         }
     )
 
@@ -148,14 +160,21 @@ def _watch(
     out: IO[str],
 ) -> list[tuple[float, list[_Row]]]:
     history: list[tuple[float, list[_Row]]] = []
+    detectors: dict[str, _Detector] = {}
     deadline = time.monotonic() + args.duration_s + 3
     while time.monotonic() < deadline and thread.is_alive():
         time.sleep(args.refresh_s)
         elapsed_s = time.time() - start_ms / 1000
         text = _scrape(service.metrics_url)
         rows = _rows(text)
+        detectors = _detectors(text)
         history.append((elapsed_s, rows))
-        print(_table(elapsed_s, args, rows, _coverage(text)), file=out, flush=True)
+        print(
+            _table(elapsed_s, args, rows, _coverage(text), detectors),
+            file=out,
+            flush=True,
+        )
+    _alarm_summary(args, detectors, out)
     return history
 
 
@@ -168,6 +187,7 @@ def _scrape(url: str) -> str:
 def _rows(text: str) -> list[_Row]:
     events: dict[tuple[str, str, str], float] = {}
     losses: dict[tuple[str, str, str], float] = {}
+    zscores: dict[tuple[str, str, str], float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             key = (
@@ -179,13 +199,41 @@ def _rows(text: str) -> list[_Row]:
                 events[key] = sample.value
             elif sample.name == "driftstream_window_log_loss":
                 losses[key] = sample.value
+            elif sample.name == "driftstream_window_log_loss_zscore":
+                zscores[key] = sample.value
     order = {window: index for index, window in enumerate(WINDOWS)}
     return [
-        _Row(model, version, window, count, losses.get((model, version, window)))
-        for (model, version, window), count in sorted(
+        _Row(model, version, window, count, losses.get(key), zscores.get(key))
+        for key, count in sorted(
             events.items(), key=lambda item: (item[0][0], order.get(item[0][2], 99))
         )
+        for model, version, window in [key]
     ]
+
+
+def _detectors(text: str) -> dict[str, _Detector]:
+    """Per model: the largest detector statistic, and the alarms so far."""
+    found: dict[str, _Detector] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            model = sample.labels.get("model", "")
+            if sample.name == "driftstream_loss_drift_statistic":
+                detector = found.setdefault(model, _Detector())
+                detector.statistic = max(detector.statistic or 0.0, sample.value)
+            elif sample.name == "driftstream_loss_drift_alarms_total":
+                found.setdefault(model, _Detector()).alarms += sample.value
+    return found
+
+
+def _alarm_summary(
+    args: argparse.Namespace, detectors: dict[str, _Detector], out: IO[str]
+) -> None:
+    for model, detector in sorted(detectors.items()):
+        role = "drifted" if model == args.drift_model else "stable"
+        print(
+            f"change detector: {model} ({role}) raised {detector.alarms:.0f} alarms",
+            file=out,
+        )
 
 
 def _coverage(text: str) -> dict[str, float]:
@@ -211,21 +259,29 @@ def _table(
     args: argparse.Namespace,
     rows: list[_Row],
     coverage: dict[str, float],
+    detectors: dict[str, _Detector],
 ) -> str:
     phase = "after drift" if elapsed_s >= args.drift_at_s else "before drift"
     lines = [
         "",
         f"t=+{elapsed_s:5.1f}s  ({phase} of {args.drift_model!r})",
         f"  {'model':<8} {'version':<8} {'window':<7} {'log loss':>9} "
-        f"{'events':>8} {'labelled':>9}",
+        f"{'events':>8} {'labelled':>9} {'z-score':>8} {'detector':>9} "
+        f"{'alarms':>6}",
     ]
     for row in rows:
         loss = "-" if row.log_loss is None else f"{row.log_loss:.4f}"
         share = coverage.get(row.model)
         labelled = "-" if share is None else f"{share:.1%}"
+        zscore = "-" if row.zscore is None else f"{row.zscore:+.1f}"
+        detector = detectors.get(row.model, _Detector())
+        statistic = (
+            "learning" if detector.statistic is None else (f"{detector.statistic:.2f}")
+        )
         lines.append(
             f"  {row.model:<8} {row.version:<8} {row.window:<7} {loss:>9} "
-            f"{row.events:>8.0f} {labelled:>9}"
+            f"{row.events:>8.0f} {labelled:>9} {zscore:>8} {statistic:>9} "
+            f"{detector.alarms:>6.0f}"
         )
     return "\n".join(lines)
 

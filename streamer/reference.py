@@ -28,10 +28,26 @@ from numpy.typing import NDArray
 
 from streamer.drift import PROBABILITY_BINS, Baseline, LossCusum, calibrate_threshold
 
-__all__ = ["DriftSettings", "SeriesDrift", "pooled_baseline"]
+__all__ = ["DriftSettings", "SeriesDrift", "pooled_baseline", "resolvable_shift_std"]
 
 CALIBRATION_SEED = 20261204
 """Seed of the threshold calibration's resampling: fixed, so replays agree."""
+
+
+def resolvable_shift_std(reference_events: int) -> float:
+    """The smallest shift, in baseline deviations, a reference can tell apart.
+
+    A baseline learned from ``n`` events is off by about ``1 / sqrt(n)``
+    deviations, and the threshold calibration allows for twice that
+    (:func:`~streamer.drift.calibrate_threshold`'s margin); a detector whose
+    allowance ``k = shift / 2`` were below that margin would drift upwards
+    with no change at all. So the detector is tuned for at least
+    ``6 / sqrt(n)``: ``k`` is then 1.5 margins.
+
+    >>> round(resolvable_shift_std(10_000), 3)
+    0.06
+    """
+    return 6.0 / math.sqrt(reference_events)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +176,10 @@ class SeriesDrift:
                 f"std={baseline.std_loss}): no change detector"
             )
             return
-        shift_std = self.settings.shift * baseline.mean_loss / baseline.std_loss
+        shift_std = max(
+            self.settings.shift * baseline.mean_loss / baseline.std_loss,
+            resolvable_shift_std(self.reference_events),
+        )
         try:
             calibration = calibrate_threshold(
                 reference,

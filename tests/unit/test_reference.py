@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import orjson
 import pytest
@@ -113,3 +115,18 @@ def test_pooled_baseline_adds_the_partitions_sums() -> None:
     assert baseline.mean_loss == pytest.approx(reference.mean(), rel=1e-12)
     assert baseline.std_loss == pytest.approx(reference.std(), rel=1e-9)
     assert events == 3_010
+
+
+def test_a_small_reference_of_a_skewed_loss_still_runs_a_detector() -> None:
+    # A rare-positive model: mean loss far below its deviation, so 20 % of the
+    # mean is a shift smaller than what 1 000 events can tell apart.
+    rng = np.random.default_rng(12)
+    p = rng.beta(0.3, 3.0, 1_000)
+    y = rng.random(1_000) < p
+    losses = -np.log(np.where(y, p, 1.0 - p).clip(1e-15, 1.0))
+    drift = SeriesDrift(dataclasses.replace(SETTINGS, shift=0.2), configured=None)
+    drift.observe_losses(losses)
+
+    assert drift.detector_error is None
+    assert drift.detector is not None
+    assert drift.detector.shift_std == pytest.approx(6 / np.sqrt(1_000))
