@@ -11,18 +11,22 @@ import pytest
 import yaml
 
 from tests.chart.tooling import FILES_DIR, REPO_ROOT, load_yaml, run
+from tests.dashboard import dashboard_queries
 
 ALERTS = FILES_DIR / "alerts.yaml"
 ALERTS_TEST = FILES_DIR / "alerts_test.yaml"
 DASHBOARD = FILES_DIR / "dashboard.json"
 RUNBOOK_BASE = "https://example.com/driftstream/runbooks"
 SEVERITIES = {"critical", "warning", "info"}
-# Grafana's variables, replaced by values PromQL parses, for promtool.
-GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$model": ".+", "$window": ".+"}
+
+
+def _all_rules() -> list[dict[str, Any]]:
+    return [rule for group in load_yaml(ALERTS)["groups"] for rule in group["rules"]]
 
 
 def _rules() -> list[dict[str, Any]]:
-    return [rule for group in load_yaml(ALERTS)["groups"] for rule in group["rules"]]
+    """The alerting rules (the recording rules have no alert, labels or for:)."""
+    return [rule for rule in _all_rules() if "alert" in rule]
 
 
 def _dashboard() -> dict[str, Any]:
@@ -92,7 +96,7 @@ def test_every_alert_has_a_runbook_section() -> None:
 
 def test_rules_and_dashboard_use_only_exported_metrics() -> None:
     exported = _exported_metrics()
-    used = set().union(*(_metrics_in(rule["expr"]) for rule in _rules()))
+    used = set().union(*(_metrics_in(rule["expr"]) for rule in _all_rules()))
     for panel in _panels():
         for target in panel["targets"]:
             used |= _metrics_in(target["expr"])
@@ -157,16 +161,10 @@ def test_join_delay_panel_shows_quantiles() -> None:
 
 
 def test_dashboard_queries_parse_as_promql(promtool: str, tmp_path: Path) -> None:
-    rules = []
-    for panel in _panels():
-        for target in panel["targets"]:
-            expr = target["expr"]
-            for variable, value in GRAFANA_VARIABLES.items():
-                expr = expr.replace(variable, value)
-            assert "$" not in expr, f"unhandled variable in {expr!r}"
-            rules.append(
-                {"record": f"panel_{panel['id']}_{target['refId']}", "expr": expr}
-            )
+    rules = [
+        {"record": f"dashboard_query_{number}", "expr": expr}
+        for number, expr in enumerate(dashboard_queries(DASHBOARD))
+    ]
     rules_file = tmp_path / "dashboard-queries.yaml"
     rules_file.write_text(yaml.safe_dump({"groups": [{"name": "d", "rules": rules}]}))
 
