@@ -183,9 +183,7 @@ def test_change_detector_draws_its_alarm_line_and_alarm_counts() -> None:
         if any("loss_drift_statistic" in t["expr"] for t in p["targets"])
     ]
     defaults = panel["fieldConfig"]["defaults"]
-    [alarms] = [
-        t["expr"] for t in panel["targets"] if "loss_drift_alarms" in t["expr"]
-    ]
+    [alarms] = [t["expr"] for t in panel["targets"] if "loss_drift_alarms" in t["expr"]]
 
     assert defaults["custom"]["thresholdsStyle"]["mode"] == "line"
     assert [step["value"] for step in defaults["thresholds"]["steps"]] == [None, 1]
