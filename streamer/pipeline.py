@@ -200,6 +200,7 @@ class Pipeline:
             if model.baseline_log_loss is not None
             and model.baseline_log_loss_std is not None
         }
+        self._told: set[SeriesKey] = set()
         self._predicted: defaultdict[tuple[int, SeriesKey], _Predicted] = defaultdict(
             _Predicted
         )
@@ -489,7 +490,19 @@ class Pipeline:
             )
             for window, late in windows.add(timestamps, losses, extra).items():
                 self.counters.late[window] += late
-            self._series_drift(partition, series).observe_losses(losses)
+            drift = self._series_drift(partition, series)
+            drift.observe_losses(losses)
+            if drift.detector_error is not None and series not in self._told:
+                self._told.add(series)
+                log.warning(
+                    "no change detector model=%s version=%s segment=%s "
+                    "partition=%d reason=%s",
+                    series[0].model,
+                    series[0].version,
+                    list(series[1]),
+                    partition,
+                    drift.detector_error,
+                )
             self.counters.joined[model] += len(losses)
             self._histogram(self.counters.loss, model, LOSS_BUCKETS).observe(losses)
             self._histogram(
