@@ -79,6 +79,7 @@ _EMPTY_SUMS = (0.0,) * PROBABILITY_BINS
 
 _Number = TypeVar("_Number", int, float)
 
+_EPS = float(np.finfo(np.float64).eps)
 _MAX_CHUNK = 8192
 _MIN_CHUNK = 64
 _MIN_REFERENCE_EVENTS = 1000
@@ -140,7 +141,11 @@ class Baseline:
 
         mean = loss_sum / events
         variance = loss_squared_sum / events - mean * mean
-        return cls(mean_loss=mean, std_loss=math.sqrt(max(variance, 0.0)))
+        # Below this the variance is the rounding residue of the two sums
+        # (their relative error is a few eps), not a spread of the losses.
+        if variance <= 4.0 * _EPS * mean * mean:
+            variance = 0.0
+        return cls(mean_loss=mean, std_loss=math.sqrt(variance))
 
 
 def ratio(window_mean: float | None, baseline: Baseline) -> float | None:

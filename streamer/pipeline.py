@@ -244,6 +244,14 @@ class Pipeline:
             held = self.partitions.get(partition)
             if held is not None and _at_least(held.next_offsets, restored.next_offsets):
                 return dict(held.next_offsets)
+            dropped = _drop_other_segment_keys(restored, len(self.config.segments.keys))
+            if dropped:
+                log.warning(
+                    "checkpoint series dropped partition=%d series=%d reason=%s",
+                    partition,
+                    dropped,
+                    "saved under other segments.keys",
+                )
             self.partitions[partition] = restored
             for model, _ in restored.windows:
                 self.known_models.add(model)
@@ -335,6 +343,10 @@ class Pipeline:
         scored: defaultdict[tuple[int, SeriesKey], _Scored],
         message: MessageLike,
     ) -> None:
+        if not isinstance(prediction, Invalid) and (
+            prediction.timestamp_ms > self._latest_valid_ms
+        ):
+            prediction = Invalid.TIMESTAMP_IN_FUTURE
         if isinstance(prediction, Invalid):
             self._count_invalid(
                 self.config.kafka.predictions_topic, prediction, message
@@ -645,6 +657,20 @@ def _rows(
             totals.items(), key=lambda item: _sort_key(item[0])
         )
     ]
+
+
+def _drop_other_segment_keys(state: PartitionState, keys: int) -> int:
+    """Drop the series saved with another number of segment keys than today's.
+
+    Their values would be exported under today's label names, shifted. What
+    they held is lost (it was kept per a segmentation that no longer exists).
+    """
+    dropped = 0
+    for table in (state.windows, state.prediction_windows, state.drift):
+        for series in [series for series in table if len(series[1]) != keys]:
+            del table[series]
+            dropped += 1
+    return dropped
 
 
 def _at_least(held: dict[Side, int], checkpoint: dict[Side, int]) -> bool:

@@ -232,7 +232,8 @@ class SeriesDrift:
         """Rebuild from :meth:`to_state` output, under today's configuration.
 
         A detector saved with another baseline than today's configured one is
-        dropped and started again on the next reference.
+        dropped, and the loss reference is learned again to calibrate a new
+        one on.
 
         Raises
         ------
@@ -265,7 +266,21 @@ class SeriesDrift:
             detector = LossCusum.from_state(saved)
             if detector.baseline == drift.baseline:
                 drift.detector = detector
+            elif not drift.learning:
+                # The configured baseline changed since: the reference's
+                # losses are gone, so learn a new one to calibrate on.
+                drift._forget_loss_reference()
         return drift
+
+    def _forget_loss_reference(self) -> None:
+        self.reference_target = self.settings.reference_events
+        self.reference_events = 0
+        self.reference_loss_sum = 0.0
+        self.reference_loss_squared_sum = 0.0
+        self._reference_losses = []
+        self.learned = None
+        self.detector = None
+        self.detector_error = None
 
 
 def pooled_baseline(series: list[SeriesDrift]) -> tuple[Baseline | None, int]:

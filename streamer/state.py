@@ -130,7 +130,7 @@ def decode(
         )
     try:
         return _rebuild(plain, options, specs, drift_settings, baselines)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise StateFormatError(f"checkpoint is malformed: {exc}") from exc
 
 
