@@ -231,7 +231,7 @@ class ModelConfig(_Section):
     )
     thresholds: dict[str, float | None] = Field(
         default_factory=dict,
-        description="Overrides of drift.thresholds for this model (null: none).",
+        description="Overrides of drift.thresholds for this model; a key set to null switches that one off.",
     )
 
     @model_validator(mode="after")
