@@ -231,7 +231,10 @@ class ModelConfig(_Section):
     )
     thresholds: dict[str, float | None] = Field(
         default_factory=dict,
-        description="Overrides of drift.thresholds for this model; a key set to null switches that one off.",
+        description=(
+            "Overrides of drift.thresholds for this model; a key set to null "
+            "switches that one off."
+        ),
     )
 
     @model_validator(mode="after")
