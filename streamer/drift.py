@@ -23,6 +23,14 @@ Prediction and calibration sums
     statistics are derived from the sums when asked for. :func:`psi` compares
     two probability histograms.
 
+Why not a library's detector. The Page-Hinkley and CUSUM detectors of
+river (0.26) and its kin take their threshold as a fixed number and compare
+each value with the running mean of the stream itself, which follows the
+drift it should detect; none sets the threshold from a target false-alarm
+rate, and they update one value at a time in Python. Here the baseline is
+fixed by the reference, the threshold is calibrated on the reference's own
+loss distribution, and a batch is one vectorised pass.
+
 Probability bins. Both sums keep :data:`PROBABILITY_BINS` equal-width bins of
 the scored probability (binary: ``p`` of the positive class; multiclass: the
 top class's probability). The edges are ``numpy.linspace(0, 1, 11)`` and bin
