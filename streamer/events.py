@@ -8,17 +8,18 @@ pair into a per-event log loss.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 Label = bool | int | str
 """An outcome's label as it came off the wire; resolved against the model at join."""
 
 
-@dataclass(frozen=True, slots=True)
-class ModelKey:
+class ModelKey(NamedTuple):
     """The identity windows and metrics are kept under.
 
     ``version`` is the empty string when a prediction carries no
-    ``model_version``.
+    ``model_version``. A named tuple, not a dataclass: it is hashed and
+    compared for every event, and a tuple does that in C.
     """
 
     model: str
