@@ -35,6 +35,9 @@ ENV_PREFIX = "DRIFTSTREAM__"
 SECRET_SETTING = re.compile(r"password|secret|\.pem$|jaas", re.IGNORECASE)
 """``kafka.extra`` settings whose values are never shown (check-config, errors)."""
 
+CLEAR_SECRET = re.compile(r"password|secret|jaas|^ssl\.key\.pem$", re.IGNORECASE)
+"""``kafka.extra`` settings a configuration file may not hold in clear."""
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -89,14 +92,61 @@ class KafkaConfig(_Section):
         ),
     )
 
+    secret_files: dict[str, Path] = Field(
+        default_factory=dict,
+        description=(
+            "librdkafka settings read from files, such as `sasl.password: "
+            "/run/secrets/kafka-password` (a mounted Secret): the file's text, "
+            "less a trailing newline, is the value; read at start, never shown."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _secret_files_readable(self) -> Self:
+        for key, path in self.secret_files.items():
+            _read_secret(key, path)
+        both = sorted(set(self.secret_files) & set(self.extra))
+        if both:
+            raise ValueError(
+                f"{both} set in both kafka.extra and kafka.secret_files; keep one"
+            )
+        return self
+
+    def librdkafka_extra(self) -> dict[str, str | int | float | bool]:
+        """``extra`` with the ``secret_files`` read in.
+
+        Raises
+        ------
+        ConfigError
+            A secret file can no longer be read.
+        """
+        settings: dict[str, str | int | float | bool] = dict(self.extra)
+        for key, path in self.secret_files.items():
+            try:
+                settings[key] = _read_secret(key, path)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from exc
+        return settings
+
     def client_settings(self) -> dict[str, str | int | float | bool]:
         """What every client shares: the servers and ``extra``'s security keys."""
         shared = {
             key: value
-            for key, value in self.extra.items()
+            for key, value in self.librdkafka_extra().items()
             if key.startswith(("security.", "sasl.", "ssl.", "client.", "socket."))
         }
         return {"bootstrap.servers": self.bootstrap_servers, **shared}
+
+
+def _read_secret(key: str, path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+        raise ValueError(
+            f"kafka.secret_files.{key}: cannot read {path}: {reason}"
+        ) from None
+    return text[:-1] if text.endswith("\n") else text
 
 
 class FieldsConfig(_Section):
@@ -521,6 +571,8 @@ def load_config(
         message names the key and says what was expected.
     """
     raw = _read_yaml(path) if path is not None else {}
+    if path is not None:
+        _refuse_clear_secrets(raw, path)
     env = os.environ if environ is None else environ
     merged = _apply_env(raw, env)
     source = str(path) if path is not None else "defaults"
@@ -530,6 +582,21 @@ def load_config(
         return Config.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_explain(exc, source)) from exc
+
+
+def _refuse_clear_secrets(raw: dict[str, Any], path: Path) -> None:
+    kafka = raw.get("kafka")
+    extra = kafka.get("extra") if isinstance(kafka, dict) else None
+    if not isinstance(extra, dict):
+        return
+    found = sorted(str(key) for key in extra if CLEAR_SECRET.search(str(key)))
+    if found:
+        key = found[0]
+        raise ConfigError(
+            f"config file {path} holds the secret kafka.extra.{key} in clear; "
+            f"move it to the environment ({ENV_PREFIX}KAFKA__EXTRA__{key.upper()}) "
+            f"or to a file named under kafka.secret_files ({key}: /path/to/file)"
+        )
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

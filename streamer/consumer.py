@@ -69,7 +69,7 @@ def consumer_settings(kafka: KafkaConfig, *, auto_commit: bool) -> dict[str, Any
         # librdkafka's own log lines go through Python logging, not stderr.
         "logger": LIBRDKAFKA_LOGGER,
     }
-    settings.update(kafka.extra)
+    settings.update(kafka.librdkafka_extra())
     return settings
 
 

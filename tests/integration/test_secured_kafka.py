@@ -9,6 +9,7 @@ latter.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ import yaml
 from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import AdminClient
 
-from streamer.config import Config
+from streamer.config import Config, load_config
 from streamer.consumer import KafkaSource
 from streamer.errors import DriftstreamError
 from streamer.localkafka import LocalKafka, SaslSslListener, create_topics
@@ -177,6 +178,35 @@ def test_consumes_and_checkpoints_over_sasl_ssl(
     _assert_no_password(all_logs.text, PASSWORD)
 
 
+def test_consumes_with_the_password_from_a_file(
+    secured: Secured, tmp_path: Path, all_logs: pytest.LogCaptureFixture
+) -> None:
+    """A mounted Secret: kafka.secret_files names the file, load_config reads it."""
+    topics = _topics(secured)
+    events = 20
+    _produce(secured.kafka.bootstrap_servers, topics, events)
+    settings = _settings(secured, topics)
+    del settings["kafka"]["extra"]["sasl.password"]
+    password_file = tmp_path / "kafka-password"
+    password_file.write_text(PASSWORD + "\n")
+    settings["kafka"]["secret_files"] = {"sasl.password": str(password_file)}
+    config_path = tmp_path / "driftstream.yaml"
+    config_path.write_text(yaml.safe_dump(settings))
+
+    service = Service(load_config(config_path, environ={}))
+    service.start()
+    try:
+        page = wait_for(
+            service.metrics_url,
+            lambda p: p.total("driftstream_joined_total") == events,
+            timeout_s=60,
+        )
+        _assert_no_password(page.text, PASSWORD)
+    finally:
+        service.stop()
+    _assert_no_password(all_logs.text, PASSWORD)
+
+
 def _failing_run(
     secured: Secured,
     monkeypatch: pytest.MonkeyPatch,
@@ -243,17 +273,20 @@ def test_check_config_hides_the_password(tmp_path: Path) -> None:
                         "security.protocol": "SASL_SSL",
                         "sasl.mechanism": "SCRAM-SHA-512",
                         "sasl.username": USER,
-                        "sasl.password": PASSWORD,
                     },
                 }
             }
         )
     )
+    # The password may not sit in the file in clear: it comes from the
+    # environment (or kafka.secret_files).
+    environment = {**os.environ, "DRIFTSTREAM__KAFKA__EXTRA__SASL.PASSWORD": PASSWORD}
     result = subprocess.run(
         [sys.executable, "-m", "streamer.cli", "check-config", str(config_path)],
         capture_output=True,
         text=True,
         check=True,
+        env=environment,
     )
     _assert_no_password(result.stdout + result.stderr, PASSWORD)
     assert '"sasl.password": "***"' in result.stdout

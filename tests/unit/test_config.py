@@ -81,3 +81,88 @@ def test_config_is_frozen() -> None:
     config = Config()
     with pytest.raises(ValueError, match="frozen"):
         config.kafka.group_id = "x"  # type: ignore[misc]
+
+
+SECRET = "s3cret-from-a-file"
+
+
+def test_a_clear_secret_in_the_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "driftstream.yaml"
+    path.write_text(
+        "kafka:\n  extra:\n    sasl.username: alice\n    sasl.password: hunter2\n"
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, environ={})
+    message = str(raised.value)
+    assert "kafka.extra.sasl.password in clear" in message
+    assert "DRIFTSTREAM__KAFKA__EXTRA__SASL.PASSWORD" in message
+    assert "kafka.secret_files" in message
+    assert "hunter2" not in message
+
+
+def test_a_secret_from_the_environment_is_taken(tmp_path: Path) -> None:
+    path = tmp_path / "driftstream.yaml"
+    path.write_text("kafka:\n  extra:\n    sasl.username: alice\n")
+    config = load_config(
+        path, environ={"DRIFTSTREAM__KAFKA__EXTRA__SASL.PASSWORD": "'hunter2'"}
+    )
+    assert config.kafka.librdkafka_extra()["sasl.password"] == "hunter2"
+
+
+def test_a_secret_from_a_file_is_read_without_its_newline(tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text(SECRET + "\n")
+    path = tmp_path / "driftstream.yaml"
+    path.write_text(
+        f"kafka:\n  extra:\n    security.protocol: SASL_SSL\n"
+        f"  secret_files:\n    sasl.password: {secret}\n"
+    )
+    config = load_config(path, environ={})
+
+    from streamer.consumer import consumer_settings
+
+    assert consumer_settings(config.kafka, auto_commit=False)["sasl.password"] == SECRET
+    assert config.kafka.client_settings()["sasl.password"] == SECRET
+    assert SECRET not in config.model_dump_json()
+
+
+def test_an_unreadable_secret_file_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(
+        ValueError, match=r"kafka.secret_files.sasl.password: cannot read .*nope"
+    ):
+        Config.model_validate(
+            {"kafka": {"secret_files": {"sasl.password": str(missing)}}}
+        )
+
+
+def test_a_setting_in_extra_and_secret_files_is_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text(SECRET)
+    with pytest.raises(ValueError, match=r"\['sasl.password'\] set in both"):
+        Config.model_validate(
+            {
+                "kafka": {
+                    "extra": {"sasl.password": "x"},
+                    "secret_files": {"sasl.password": str(secret)},
+                }
+            }
+        )
+
+
+def test_check_config_shows_the_secret_file_not_its_text(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    secret = tmp_path / "password"
+    secret.write_text(SECRET)
+    path = tmp_path / "driftstream.yaml"
+    path.write_text(f"kafka:\n  secret_files:\n    sasl.password: {secret}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "streamer.cli", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert str(secret) in result.stdout
+    assert SECRET not in result.stdout + result.stderr
