@@ -28,10 +28,10 @@ from typing import Protocol
 
 import numpy as np
 
+from streamer.batches import JoinedBatch, PredictionBatch, judge
 from streamer.columns import (
     CALIBRATION_COLUMNS,
     PREDICTION_COLUMNS,
-    calibration_columns,
     prediction_columns,
     probability_bins,
 )
@@ -42,7 +42,6 @@ from streamer.join import JoinStep
 from streamer.loss import multiclass_log_loss
 from streamer.ratelimit import RateLimitedLog
 from streamer.records import Invalid, decode_outcome, decode_prediction
-from streamer.records import resolve_binary_label as _resolve_binary
 from streamer.reference import DriftSettings, SeriesDrift
 from streamer.segments import SegmentBudget
 from streamer.state import JoinOptions, PartitionState, SeriesKey, Side, decode, encode
@@ -129,42 +128,6 @@ class WindowRow:
     stats: WindowStats
 
 
-@dataclass
-class _Scored:
-    """The joined events of one batch, gathered per (partition, series)."""
-
-    timestamps_ms: list[int] = field(default_factory=list)
-    p_true: list[float] = field(default_factory=list)
-    delays_s: list[float] = field(default_factory=list)
-    scores: list[float] = field(default_factory=list)
-    positives: list[bool] = field(default_factory=list)
-    squared_errors: list[float] = field(default_factory=list)
-
-
-@dataclass
-class _Predicted:
-    """The new predictions of one batch, gathered per (partition, series).
-
-    ``probabilities`` holds each prediction's class probabilities one after
-    the other (binary: ``p`` and ``1 - p``), ``sizes`` how many each has.
-    """
-
-    timestamps_ms: list[int] = field(default_factory=list)
-    scores: list[float] = field(default_factory=list)
-    probabilities: list[float] = field(default_factory=list)
-    sizes: list[int] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class _Judged:
-    """One joined event, judged: what the windows and the drift sums need."""
-
-    p_true: float
-    score: float
-    positive: bool
-    squared_error: float
-
-
 class Pipeline:
     """The live state and the one-way flow through it; thread-safe."""
 
@@ -201,8 +164,8 @@ class Pipeline:
             and model.baseline_log_loss_std is not None
         }
         self._told: set[SeriesKey] = set()
-        self._predicted: defaultdict[tuple[int, SeriesKey], _Predicted] = defaultdict(
-            _Predicted
+        self._predicted: defaultdict[tuple[int, SeriesKey], PredictionBatch] = (
+            defaultdict(PredictionBatch)
         )
         self._latest_valid_ms = 0
         self._invalid_batch: list[tuple[MessageLike, str]] = []
@@ -286,7 +249,9 @@ class Pipeline:
             return self._invalid_batch
         with self.lock:
             self._latest_valid_ms = self._wall_clock_ms() + self._future_skew_ms
-            scored: defaultdict[tuple[int, SeriesKey], _Scored] = defaultdict(_Scored)
+            scored: defaultdict[tuple[int, SeriesKey], JoinedBatch] = defaultdict(
+                JoinedBatch
+            )
             touched: set[int] = set()
             for message in messages:
                 partition = message.partition() or 0
@@ -303,7 +268,7 @@ class Pipeline:
         self,
         message: MessageLike,
         partition: int,
-        scored: defaultdict[tuple[int, SeriesKey], _Scored],
+        scored: defaultdict[tuple[int, SeriesKey], JoinedBatch],
     ) -> None:
         topic = message.topic() or ""
         state = self.partitions.get(partition)
@@ -340,7 +305,7 @@ class Pipeline:
         prediction: Prediction | Invalid,
         state: PartitionState,
         partition: int,
-        scored: defaultdict[tuple[int, SeriesKey], _Scored],
+        scored: defaultdict[tuple[int, SeriesKey], JoinedBatch],
         message: MessageLike,
     ) -> None:
         if not isinstance(prediction, Invalid) and (
@@ -364,7 +329,9 @@ class Pipeline:
         step = state.join.add_prediction(prediction, now_ms=state.join_clock_ms)
         if not step.duplicate:
             self.counters.predictions[prediction.model] += 1
-            self._gather_prediction(prediction, partition)
+            self._predicted[(partition, (prediction.model, prediction.segment))].add(
+                prediction
+            )
         self._after_step(step, "prediction", partition, scored, message)
 
     def _on_outcome(
@@ -372,7 +339,7 @@ class Pipeline:
         outcome: Outcome | Invalid,
         state: PartitionState,
         partition: int,
-        scored: defaultdict[tuple[int, SeriesKey], _Scored],
+        scored: defaultdict[tuple[int, SeriesKey], JoinedBatch],
         message: MessageLike,
     ) -> None:
         if not isinstance(outcome, Invalid) and (
@@ -395,7 +362,7 @@ class Pipeline:
         step: JoinStep,
         side: str,
         partition: int,
-        scored: defaultdict[tuple[int, SeriesKey], _Scored],
+        scored: defaultdict[tuple[int, SeriesKey], JoinedBatch],
         message: MessageLike,
     ) -> None:
         if step.duplicate:
@@ -413,78 +380,19 @@ class Pipeline:
         prediction: Prediction,
         outcome: Outcome,
         partition: int,
-        scored: defaultdict[tuple[int, SeriesKey], _Scored],
+        scored: defaultdict[tuple[int, SeriesKey], JoinedBatch],
         message: MessageLike,
     ) -> None:
-        judged = self._judge(prediction, outcome)
+        judged = judge(
+            prediction, outcome, self.config.models.get(prediction.model.model)
+        )
         if isinstance(judged, Invalid):
             self._count_invalid(self.config.kafka.outcomes_topic, judged, message)
             return
-        bucket = scored[(partition, (prediction.model, prediction.segment))]
-        bucket.timestamps_ms.append(outcome.timestamp_ms)
-        bucket.p_true.append(judged.p_true)
-        bucket.scores.append(judged.score)
-        bucket.positives.append(judged.positive)
-        bucket.squared_errors.append(judged.squared_error)
-        # An outcome stamped before its prediction (clock skew) counts as 0 s,
-        # so the histogram's sum stays monotonic.
-        delay_ms = max(0, outcome.timestamp_ms - prediction.timestamp_ms)
-        bucket.delays_s.append(delay_ms / 1000)
+        batch = scored[(partition, (prediction.model, prediction.segment))]
+        batch.add(judged, outcome.timestamp_ms, prediction.timestamp_ms)
 
-    def _judge(self, prediction: Prediction, outcome: Outcome) -> _Judged | Invalid:
-        """The predicted probability of what happened (before clipping), and
-        the event's calibration terms (see :class:`~streamer.drift.CalibrationSums`).
-        """
-        label = outcome.label
-        if prediction.classes is not None and prediction.probabilities is not None:
-            if isinstance(label, bool):
-                return Invalid.UNKNOWN_CLASS
-            name = str(label)
-            if name not in prediction.classes:
-                return Invalid.UNKNOWN_CLASS
-            probabilities = prediction.probabilities
-            index = prediction.classes.index(name)
-            top = max(probabilities)
-            return _Judged(
-                p_true=probabilities[index],
-                score=top,
-                positive=probabilities.index(top) == index,
-                squared_error=sum(q * q for q in probabilities)
-                - 2.0 * probabilities[index]
-                + 1.0,
-            )
-        model = self.config.models.get(prediction.model.model)
-        positive = _resolve_binary(
-            label,
-            positive=model.positive_label if model else None,
-            negative=model.negative_label if model else None,
-        )
-        p = prediction.probability
-        if positive is None or p is None:
-            return Invalid.BAD_LABEL
-        # 1 - p is formed before clipping, as scikit-learn does.
-        return _Judged(
-            p_true=p if positive else 1.0 - p,
-            score=p,
-            positive=positive,
-            squared_error=(p - 1.0) ** 2 if positive else p * p,
-        )
-
-    def _gather_prediction(self, prediction: Prediction, partition: int) -> None:
-        batch = self._predicted[(partition, (prediction.model, prediction.segment))]
-        batch.timestamps_ms.append(prediction.timestamp_ms)
-        if prediction.probabilities is not None:
-            batch.scores.append(max(prediction.probabilities))
-            batch.probabilities.extend(prediction.probabilities)
-            batch.sizes.append(len(prediction.probabilities))
-        elif prediction.probability is not None:
-            batch.scores.append(prediction.probability)
-            batch.probabilities.extend(
-                (prediction.probability, 1.0 - prediction.probability)
-            )
-            batch.sizes.append(2)
-
-    def _score(self, scored: dict[tuple[int, SeriesKey], _Scored]) -> None:
+    def _score(self, scored: dict[tuple[int, SeriesKey], JoinedBatch]) -> None:
         eps = self.config.scoring.eps
         for (partition, series), events in scored.items():
             model = series[0]
@@ -495,12 +403,8 @@ class Pipeline:
                 windows = self.partitions[partition].windows[series] = RollingWindows(
                     self.specs, extra_columns=CALIBRATION_COLUMNS
                 )
-            extra = calibration_columns(
-                np.asarray(events.scores),
-                np.asarray(events.positives, dtype=np.bool_),
-                np.asarray(events.squared_errors),
-            )
-            for window, late in windows.add(timestamps, losses, extra).items():
+            added = windows.add(timestamps, losses, events.calibration())
+            for window, late in added.items():
                 self.counters.late[window] += late
             drift = self._series_drift(partition, series)
             drift.observe_losses(losses)
@@ -523,15 +427,11 @@ class Pipeline:
 
     def _score_predictions(self) -> None:
         eps = self.config.scoring.eps
-        batches, self._predicted = self._predicted, defaultdict(_Predicted)
+        batches, self._predicted = self._predicted, defaultdict(PredictionBatch)
         for (partition, series), batch in batches.items():
             if not batch.sizes:
                 continue
-            probabilities = np.asarray(batch.probabilities)
-            terms = probabilities * multiclass_log_loss(probabilities, eps=eps)
-            sizes = np.asarray(batch.sizes, dtype=np.intp)
-            starts = np.cumsum(sizes) - sizes
-            entropies = np.add.reduceat(terms, starts)
+            entropies = batch.entropies(eps)
             scores = np.asarray(batch.scores)
             timestamps = np.asarray(batch.timestamps_ms, dtype=np.int64)
 
