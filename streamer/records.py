@@ -186,7 +186,7 @@ def _model_name(raw: object) -> str:
 def _version(raw: object) -> str:
     if raw is None:
         return ""
-    if isinstance(raw, int | float) and not isinstance(raw, bool):
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
         return str(raw)
     if not isinstance(raw, str):
         raise _Reject(Invalid.MISSING_MODEL)
@@ -213,7 +213,7 @@ def _timestamp_unchecked(raw: object, kafka_timestamp_ms: int | None) -> int:
         return kafka_timestamp_ms
     if isinstance(raw, bool):
         raise _Reject(Invalid.BAD_TIMESTAMP)
-    if isinstance(raw, int | float):
+    if isinstance(raw, (int, float)):
         if not math.isfinite(raw) or raw < 0:
             raise _Reject(Invalid.BAD_TIMESTAMP)
         return int(raw)
@@ -246,7 +246,7 @@ def _iso_timestamp(text: str) -> int:
 def _probability(raw: object) -> float:
     if raw is None:
         raise _Reject(Invalid.MISSING_PROBABILITY)
-    if isinstance(raw, bool) or not isinstance(raw, int | float):
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
         raise _Reject(Invalid.BAD_PROBABILITY)
     probability = float(raw)
     if not 0.0 <= probability <= 1.0:
@@ -279,7 +279,7 @@ def _segment(raw: object, keys: tuple[str, ...]) -> tuple[str, ...]:
 def _segment_value(raw: object) -> str:
     if isinstance(raw, bool):
         return "true" if raw else "false"
-    if isinstance(raw, str | int | float):
+    if isinstance(raw, (str, int, float)):
         text = str(raw)
         return text if len(text) <= MAX_MODEL_NAME_LENGTH else OTHER_SEGMENT
     return ""
@@ -288,6 +288,6 @@ def _segment_value(raw: object) -> str:
 def _label(raw: object) -> Label:
     if raw is None:
         raise _Reject(Invalid.MISSING_LABEL)
-    if isinstance(raw, bool | int | str):
+    if isinstance(raw, (bool, int, str)):
         return raw
     raise _Reject(Invalid.BAD_LABEL)
