@@ -942,8 +942,11 @@ def mutate_doc(draw: Any, doc: Obj, tolerance: float) -> None:
             container.members.insert(at, [member[0], twin])
         elif kind == "rename":
             name = member[0]
-            renames = [name.upper(), f" {name}", f"{name}\x00", f"\ufeff{name}"]
-            renames += [name[:-1], *CONTRACT_FIELDS]
+            # An earlier rename may have left a raw (hostile) key here.
+            renames = list(CONTRACT_FIELDS)
+            if isinstance(name, str):
+                renames += [name.upper(), f" {name}", f"{name}\x00", f"\ufeff{name}"]
+                renames.append(name[:-1])
             if upto(draw, 3) == 3:
                 member[0] = draw(HOSTILE_STRINGS)
             else:
