@@ -84,22 +84,47 @@ def _add_generate(commands: Any) -> None:
         help="produce synthetic predictions and outcomes to Kafka",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    generate.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
-    generate.add_argument("--predictions-topic", default="predictions")
-    generate.add_argument("--outcomes-topic", default="outcomes")
+    generate.add_argument(
+        "--bootstrap-servers", default="127.0.0.1:9092", help="Kafka to send to"
+    )
+    generate.add_argument(
+        "--predictions-topic", default="predictions", help="existing topic"
+    )
+    generate.add_argument("--outcomes-topic", default="outcomes", help="existing topic")
     generate.add_argument(
         "--rate-per-s", type=float, default=100.0, help="predictions per second"
     )
     generate.add_argument(
-        "--duration-s", type=float, default=None, help="stop after (default: never)"
+        "--duration-s",
+        type=float,
+        default=None,
+        help="seconds of predictions, then the labels still due; unset: forever",
     )
-    generate.add_argument("--label-delay-median-s", type=float, default=3.0)
-    generate.add_argument("--label-delay-max-s", type=float, default=60.0)
-    generate.add_argument("--missing-label-fraction", type=float, default=0.1)
-    generate.add_argument("--drift-model", default=None, help="model that drifts")
-    generate.add_argument("--drift-at-s", type=float, default=None)
-    generate.add_argument("--drift-strength", type=float, default=0.5)
-    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument(
+        "--label-delay-median-s", type=float, default=3.0, help="median label delay"
+    )
+    generate.add_argument(
+        "--label-delay-max-s", type=float, default=60.0, help="longest label delay"
+    )
+    generate.add_argument(
+        "--missing-label-fraction",
+        type=float,
+        default=0.1,
+        help="share of predictions whose label never comes",
+    )
+    generate.add_argument(
+        "--drift-model", default=None, help="model that drifts (fraud, churn, intent)"
+    )
+    generate.add_argument(
+        "--drift-at-s", type=float, default=None, help="seconds until the drift"
+    )
+    generate.add_argument(
+        "--drift-strength",
+        type=float,
+        default=0.5,
+        help="share of the model's separation lost (0: none, 1: no signal)",
+    )
+    generate.add_argument("--seed", type=int, default=0, help="random seed")
     generate.add_argument(
         "--event-id-prefix",
         default=None,

@@ -59,15 +59,19 @@ class PipelineCollector(Collector):
         self.health = health
 
     def collect(self) -> Iterator[Metric]:
-        rows = self.pipeline.window_rows()
-        yield from self._windows(rows)
-        yield from drift_families(self.pipeline, rows)
+        # One snapshot: the consumer waits while the families are built (not
+        # while they are formatted), so windows and counters agree.
         with self.pipeline.lock:
-            yield from _counters(self.pipeline.counters)
-            yield _segments_dropped(self.pipeline.segments.dropped)
-            yield from _histograms(self.pipeline.counters)
-            last_message_s = self.pipeline.last_message_wall_s
-        yield from self._health(last_message_s)
+            rows = self.pipeline.window_rows()
+            families = [
+                *self._windows(rows),
+                *drift_families(self.pipeline, rows),
+                *_counters(self.pipeline.counters),
+                _segments_dropped(self.pipeline.segments.dropped),
+                *_histograms(self.pipeline.counters),
+                *self._health(self.pipeline.last_message_wall_s),
+            ]
+        yield from families
         yield _build_info()
 
     def _windows(self, rows: list[WindowRow]) -> Iterator[Metric]:

@@ -146,7 +146,9 @@ class Pipeline:
         self.known_models: set[ModelKey] = set()
         self.segments = SegmentBudget(config.segments)
         self.last_message_wall_s: float | None = None
-        self.lock = threading.Lock()
+        # Reentrant: a scrape holds it across all its reads (one consistent
+        # snapshot), and the readers it calls take it too.
+        self.lock = threading.RLock()
         self._wall_clock_ms = wall_clock_ms or (lambda: time.time_ns() // 1_000_000)
         self._future_skew_ms = round(config.scoring.max_future_skew_s * 1000)
         drift = config.drift
