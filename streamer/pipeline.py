@@ -166,6 +166,7 @@ class Pipeline:
             and model.baseline_log_loss_std is not None
         }
         self._told: set[SeriesKey] = set()
+        self._model_keys: dict[ModelKey, ModelKey] = {}
         self._predicted: defaultdict[tuple[int, SeriesKey], PredictionBatch] = (
             defaultdict(PredictionBatch)
         )
@@ -294,6 +295,7 @@ class Pipeline:
                 fields=self.config.fields,
                 sum_tolerance=self.config.scoring.probability_sum_tolerance,
                 segment_keys=self.config.segments.keys,
+                model_keys=self._model_keys,
             )
             self._on_prediction(prediction, state, partition, scored, message)
         else:

@@ -58,6 +58,10 @@ class _Reject(Exception):
         self.reason = reason
 
 
+MAX_SHARED_MODEL_KEYS = 4096
+"""Model keys a ``model_keys`` table shares at most; others stay copies."""
+
+
 def decode_prediction(
     value: bytes | None,
     key: bytes | None,
@@ -66,8 +70,14 @@ def decode_prediction(
     fields: FieldsConfig,
     sum_tolerance: float,
     segment_keys: tuple[str, ...] = (),
+    model_keys: dict[ModelKey, ModelKey] | None = None,
 ) -> Prediction | Invalid:
-    """Decode one message of the predictions topic."""
+    """Decode one message of the predictions topic.
+
+    ``model_keys``, if given, makes equal model keys one object (each pending
+    prediction then holds no copy of its model's name and version); it keeps
+    at most :data:`MAX_SHARED_MODEL_KEYS` of them.
+    """
     try:
         obj = _load_object(value)
         event_id = _event_id(obj.get(fields.event_id), key)
@@ -75,6 +85,12 @@ def decode_prediction(
             model=_model_name(obj.get(fields.model)),
             version=_version(obj.get(fields.model_version)),
         )
+        if model_keys is not None:
+            shared = model_keys.get(model)
+            if shared is not None:
+                model = shared
+            elif len(model_keys) < MAX_SHARED_MODEL_KEYS:
+                model_keys[model] = model
         timestamp_ms = _timestamp(obj.get(fields.timestamp), kafka_timestamp_ms)
         segment = _segment(obj.get(fields.segment), segment_keys)
         if fields.probabilities in obj:

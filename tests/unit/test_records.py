@@ -220,3 +220,45 @@ def test_iso_timestamps_are_read_right_or_refused(
         assert decoded is Invalid.BAD_TIMESTAMP
     else:
         assert decoded == Outcome("a", 1, expected_ms)
+
+
+def test_a_model_keys_table_shares_one_key_per_model() -> None:
+    import streamer.records as records
+    from streamer.config import FieldsConfig
+
+    table: dict = {}
+    decoded = [
+        records.decode_prediction(
+            b'{"event_id": "e%d", "model": "fraud", "model_version": "7", '
+            b'"timestamp": 1, "probability": 0.5}' % index,
+            None,
+            None,
+            fields=FieldsConfig(),
+            sum_tolerance=1e-6,
+            model_keys=table,
+        )
+        for index in range(3)
+    ]
+    keys = [prediction.model for prediction in decoded]  # type: ignore[union-attr]
+    assert keys[0] is keys[1] is keys[2]
+    assert list(table) == [keys[0]]
+
+
+def test_a_model_keys_table_stops_growing_at_its_bound(monkeypatch) -> None:
+    import streamer.records as records
+    from streamer.config import FieldsConfig
+
+    monkeypatch.setattr(records, "MAX_SHARED_MODEL_KEYS", 2)
+    table: dict = {}
+    for index in range(5):
+        prediction = records.decode_prediction(
+            b'{"event_id": "e", "model": "m%d", "timestamp": 1, "probability": 0.5}'
+            % index,
+            None,
+            None,
+            fields=FieldsConfig(),
+            sum_tolerance=1e-6,
+            model_keys=table,
+        )
+        assert prediction.model.model == f"m{index}"  # type: ignore[union-attr]
+    assert len(table) == 2
