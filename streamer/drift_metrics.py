@@ -13,7 +13,7 @@ leaves the output with its windows, drift series included.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -57,43 +57,69 @@ def drift_families(
     yield from _thresholds(pipeline, models)
 
 
+JOINED_FAMILIES = {
+    "window_log_loss_ratio": "Window mean log loss over the baseline's.",
+    "window_log_loss_zscore": (
+        "Standard errors the window mean log loss is above the baseline."
+    ),
+    "window_brier_score": "Mean Brier score of the window's joined events.",
+    "window_calibration_error": (
+        "Expected calibration error of the window's joined events "
+        "(10 equal-width bins)."
+    ),
+    "window_positive_rate": (
+        "Share of joined events whose label is the positive class "
+        "(multiclass: the top class, i.e. accuracy)."
+    ),
+    "window_mean_probability": (
+        "Mean scored probability of the joined events (binary: p; "
+        "multiclass: the top class's)."
+    ),
+}
+PREDICTION_FAMILIES = {
+    "prediction_window_events": (
+        "Predictions in the rolling window (event time of the prediction)."
+    ),
+    "prediction_window_expected_log_loss": (
+        "Mean entropy of the window's predictions (nats): the log loss the "
+        "model expects of itself; needs no labels."
+    ),
+    "prediction_window_mean_probability": (
+        "Mean scored probability of the window's predictions."
+    ),
+    "prediction_window_psi": (
+        "PSI of the window's predicted probabilities against the reference."
+    ),
+}
+SERIES_FAMILIES = {
+    "baseline_log_loss": (
+        "Baseline mean log loss (nats): configured, or learned from the reference."
+    ),
+    "baseline_log_loss_std": (
+        "Baseline standard deviation of the per-event log loss (nats)."
+    ),
+    "reference_events": (
+        "Joined events in the learned reference so far (each partition stops "
+        "at drift.reference_events)."
+    ),
+    "loss_drift_statistic": (
+        "Change detector (CUSUM) statistic over its threshold, the largest of "
+        "this process's partitions: 1 or more is an alarm."
+    ),
+}
+
+
 def _joined(
     rows: list[WindowRow],
     baselines: dict[SeriesKey, tuple[Baseline | None, int]],
     labels: list[str],
     min_events: int,
 ) -> Iterator[Metric]:
-    families = {
-        name: GaugeMetricFamily(PREFIX + name, text, labels=labels)
-        for name, text in (
-            ("window_log_loss_ratio", "Window mean log loss over the baseline's."),
-            (
-                "window_log_loss_zscore",
-                "Standard errors the window mean log loss is above the baseline.",
-            ),
-            ("window_brier_score", "Mean Brier score of the window's joined events."),
-            (
-                "window_calibration_error",
-                "Expected calibration error of the window's joined events "
-                "(10 equal-width bins).",
-            ),
-            (
-                "window_positive_rate",
-                "Share of joined events whose label is the positive class "
-                "(multiclass: the top class, i.e. accuracy).",
-            ),
-            (
-                "window_mean_probability",
-                "Mean scored probability of the joined events (binary: p; "
-                "multiclass: the top class's).",
-            ),
-        )
-    }
+    families = _gauges(JOINED_FAMILIES, labels)
     for row in rows:
         stats = row.stats
         if stats.events < min_events or not stats.extra_sums:
             continue
-        values = [row.model.model, row.model.version, *row.segment, row.window]
         calibration = calibration_sums(stats.extra_sums)
         readings = {
             "window_brier_score": calibration.brier_score,
@@ -107,9 +133,7 @@ def _joined(
             readings["window_log_loss_zscore"] = z_score(
                 stats.events, stats.loss_sum, baseline
             )
-        for name, value in readings.items():
-            if value is not None:
-                families[name].add_metric(values, value)
+        _add(families, _window_values(row), readings)
     yield from families.values()
 
 
@@ -119,40 +143,21 @@ def _predictions(
     labels: list[str],
     min_events: int,
 ) -> Iterator[Metric]:
-    events = GaugeMetricFamily(
-        PREFIX + "prediction_window_events",
-        "Predictions in the rolling window (event time of the prediction).",
-        labels=labels,
-    )
-    expected = GaugeMetricFamily(
-        PREFIX + "prediction_window_expected_log_loss",
-        "Mean entropy of the window's predictions (nats): the log loss the "
-        "model expects of itself; needs no labels.",
-        labels=labels,
-    )
-    mean_probability = GaugeMetricFamily(
-        PREFIX + "prediction_window_mean_probability",
-        "Mean scored probability of the window's predictions.",
-        labels=labels,
-    )
-    stability = GaugeMetricFamily(
-        PREFIX + "prediction_window_psi",
-        "PSI of the window's predicted probabilities against the reference.",
-        labels=labels,
-    )
+    families = _gauges(PREDICTION_FAMILIES, labels)
     for row in rows:
-        values = [row.model.model, row.model.version, *row.segment, row.window]
-        events.add_metric(values, row.stats.events)
-        if row.stats.events < min_events:
-            continue
-        sums = prediction_sums(row.stats.loss_sum, row.stats.extra_sums)
-        expected.add_metric(values, sums.expected_log_loss or 0.0)
-        mean_probability.add_metric(values, sums.mean_probability or 0.0)
-        reference = references.get((row.model, row.segment))
-        index = psi(sums.bin_counts, reference) if reference is not None else None
-        if index is not None:
-            stability.add_metric(values, index)
-    yield from (events, expected, mean_probability, stability)
+        readings: dict[str, float | None] = {
+            "prediction_window_events": row.stats.events
+        }
+        if row.stats.events >= min_events:
+            sums = prediction_sums(row.stats.loss_sum, row.stats.extra_sums)
+            reference = references.get((row.model, row.segment))
+            readings["prediction_window_expected_log_loss"] = sums.expected_log_loss
+            readings["prediction_window_mean_probability"] = sums.mean_probability
+            readings["prediction_window_psi"] = (
+                None if reference is None else psi(sums.bin_counts, reference)
+            )
+        _add(families, _window_values(row), readings)
+    yield from families.values()
 
 
 def _series(
@@ -161,28 +166,7 @@ def _series(
     detectors: dict[SeriesKey, tuple[float | None, int]],
     labels: list[str],
 ) -> Iterator[Metric]:
-    mean = GaugeMetricFamily(
-        PREFIX + "baseline_log_loss",
-        "Baseline mean log loss (nats): configured, or learned from the reference.",
-        labels=labels,
-    )
-    std = GaugeMetricFamily(
-        PREFIX + "baseline_log_loss_std",
-        "Baseline standard deviation of the per-event log loss (nats).",
-        labels=labels,
-    )
-    reference = GaugeMetricFamily(
-        PREFIX + "reference_events",
-        "Joined events in the learned reference so far (each partition stops "
-        "at drift.reference_events).",
-        labels=labels,
-    )
-    statistic = GaugeMetricFamily(
-        PREFIX + "loss_drift_statistic",
-        "Change detector (CUSUM) statistic over its threshold, the largest of "
-        "this process's partitions: 1 or more is an alarm.",
-        labels=labels,
-    )
+    families = _gauges(SERIES_FAMILIES, labels)
     alarms = CounterMetricFamily(
         PREFIX + "loss_drift_alarms",
         "Alarms of the change detector on the per-event log loss.",
@@ -191,15 +175,46 @@ def _series(
     for series in sorted(live & set(baselines), key=_series_sort):
         values = [series[0].model, series[0].version, *series[1]]
         baseline, events = baselines[series]
-        reference.add_metric(values, events)
-        if baseline is not None:
-            mean.add_metric(values, baseline.mean_loss)
-            std.add_metric(values, baseline.std_loss)
         detector_ratio, alarm_count = detectors[series]
+        _add(
+            families,
+            values,
+            {
+                "reference_events": events,
+                "baseline_log_loss": None if baseline is None else baseline.mean_loss,
+                "baseline_log_loss_std": None
+                if baseline is None
+                else baseline.std_loss,
+                "loss_drift_statistic": detector_ratio,
+            },
+        )
         if detector_ratio is not None:
-            statistic.add_metric(values, detector_ratio)
             alarms.add_metric(values, alarm_count)
-    yield from (mean, std, reference, statistic, alarms)
+    yield from (*families.values(), alarms)
+
+
+def _gauges(
+    documented: dict[str, str], labels: list[str]
+) -> dict[str, GaugeMetricFamily]:
+    return {
+        name: GaugeMetricFamily(PREFIX + name, text, labels=labels)
+        for name, text in documented.items()
+    }
+
+
+def _add(
+    families: dict[str, GaugeMetricFamily],
+    values: list[str],
+    readings: Mapping[str, float | None],
+) -> None:
+    """Add each reading that exists to its family."""
+    for name, value in readings.items():
+        if value is not None:
+            families[name].add_metric(values, value)
+
+
+def _window_values(row: WindowRow) -> list[str]:
+    return [row.model.model, row.model.version, *row.segment, row.window]
 
 
 def _thresholds(pipeline: Pipeline, models: list[str]) -> Iterator[Metric]:

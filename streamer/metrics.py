@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import confluent_kafka
@@ -213,14 +213,22 @@ def _side_counter(
 
 
 def _segments_dropped(dropped: dict[str, int]) -> CounterMetricFamily:
-    family = CounterMetricFamily(
-        PREFIX + "segment_values_dropped",
+    return _labelled_counter(
+        "segment_values_dropped",
         "Predictions whose segment value was outside the key's budget or "
         "allow-list, exported as `other`.",
-        labels=["key"],
+        "key",
+        dropped,
     )
-    for key, count in sorted(dropped.items()):
-        family.add_metric([key], count)
+
+
+def _labelled_counter(
+    name: str, documentation: str, label: str, table: Mapping[str, int]
+) -> CounterMetricFamily:
+    """A counter with one label, a sample per key of ``table``, sorted."""
+    family = CounterMetricFamily(PREFIX + name, documentation, labels=[label])
+    for value, count in sorted(table.items()):
+        family.add_metric([value], count)
     return family
 
 
@@ -238,14 +246,12 @@ def _counters(counters: Counters) -> Iterator[Metric]:
     yield _model_counter(
         "joined", "Predictions joined with their outcome and scored.", counters.joined
     )
-    duplicates = CounterMetricFamily(
-        PREFIX + "duplicates",
+    yield _labelled_counter(
+        "duplicates",
         "Records for an event id already pending or joined; never scored twice.",
-        labels=["side"],
+        "side",
+        counters.duplicates,
     )
-    for side, count in sorted(counters.duplicates.items()):
-        duplicates.add_metric([side], count)
-    yield duplicates
     yield _side_counter(
         "expired",
         "Pending entries whose TTL ran out before the other side arrived.",
@@ -264,22 +270,18 @@ def _counters(counters: Counters) -> Iterator[Metric]:
     for (topic, reason), count in sorted(counters.invalid.items()):
         invalid.add_metric([topic, reason], count)
     yield invalid
-    late = CounterMetricFamily(
-        PREFIX + "late_events",
+    yield _labelled_counter(
+        "late_events",
         "Joined events older than a window could still hold, by window.",
-        labels=["window"],
+        "window",
+        counters.late,
     )
-    for window, count in sorted(counters.late.items()):
-        late.add_metric([window], count)
-    yield late
-    late_predictions = CounterMetricFamily(
-        PREFIX + "late_predictions",
+    yield _labelled_counter(
+        "late_predictions",
         "Predictions older than a prediction window could still hold, by window.",
-        labels=["window"],
+        "window",
+        counters.late_predictions,
     )
-    for window, count in sorted(counters.late_predictions.items()):
-        late_predictions.add_metric([window], count)
-    yield late_predictions
     yield CounterMetricFamily(
         PREFIX + "over_model_limit",
         "Predictions of (model, version) pairs past metrics.max_models; dropped.",
