@@ -97,7 +97,6 @@ class SeriesDrift:
         self.reference_loss_sum = 0.0
         self.reference_loss_squared_sum = 0.0
         self._reference_losses: list[NDArray[np.float64]] = []
-        self.learned: Baseline | None = None
         self.detector: LossCusum | None = None
         self.detector_error: str | None = None
         """Why no detector runs after the reference (a loss that never varies)."""
@@ -107,6 +106,17 @@ class SeriesDrift:
     def learning(self) -> bool:
         """Whether the loss reference is still being collected."""
         return self.reference_events < self.reference_target
+
+    @property
+    def learned(self) -> Baseline | None:
+        """The baseline of the loss reference, once it is complete."""
+        if self.learning or self.reference_events < 2:
+            return None
+        return Baseline.from_window(
+            self.reference_events,
+            self.reference_loss_sum,
+            self.reference_loss_squared_sum,
+        )
 
     @property
     def baseline(self) -> Baseline | None:
@@ -158,11 +168,6 @@ class SeriesDrift:
         if self.learning:
             return
 
-        self.learned = Baseline.from_window(
-            self.reference_events,
-            self.reference_loss_sum,
-            self.reference_loss_squared_sum,
-        )
         reference = np.concatenate(self._reference_losses)
         self._reference_losses = []
         self._start_detector(reference)
@@ -255,12 +260,6 @@ class SeriesDrift:
             raise ValueError(f"reference_bins must be {PROBABILITY_BINS} counts")
         drift.reference_bins = bins
         drift.detector_error = state.get("detector_error")
-        if not drift.learning and drift.reference_events >= 2:
-            drift.learned = Baseline.from_window(
-                drift.reference_events,
-                drift.reference_loss_sum,
-                drift.reference_loss_squared_sum,
-            )
         saved = state.get("detector")
         if saved is not None:
             detector = LossCusum.from_state(saved)
@@ -278,7 +277,6 @@ class SeriesDrift:
         self.reference_loss_sum = 0.0
         self.reference_loss_squared_sum = 0.0
         self._reference_losses = []
-        self.learned = None
         self.detector = None
         self.detector_error = None
 
@@ -289,17 +287,14 @@ def pooled_baseline(series: list[SeriesDrift]) -> tuple[Baseline | None, int]:
     The configured baseline if any; else the learned references pooled (the
     sums add up), over the partitions whose reference is complete.
     """
+    seen = sum(drift.reference_events for drift in series)
     for drift in series:
         if drift.configured is not None:
-            return drift.configured, sum(d.reference_events for d in series)
-    complete = [drift for drift in series if drift.learned is not None]
+            return drift.configured, seen
+    complete = [drift for drift in series if not drift.learning]
     events = sum(drift.reference_events for drift in complete)
-    if events < 2:
-        return None, sum(d.reference_events for d in series)
     loss_sum = sum(drift.reference_loss_sum for drift in complete)
     squared_sum = sum(drift.reference_loss_squared_sum for drift in complete)
-    if not (math.isfinite(loss_sum) and math.isfinite(squared_sum)):
-        return None, events
-    return Baseline.from_window(events, loss_sum, squared_sum), sum(
-        d.reference_events for d in series
-    )
+    if events < 2 or not (math.isfinite(loss_sum) and math.isfinite(squared_sum)):
+        return None, seen
+    return Baseline.from_window(events, loss_sum, squared_sum), seen
