@@ -20,8 +20,12 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from streamer.drift import PROBABILITY_BINS, CalibrationSums, PredictionSums
-from streamer.drift import probability_bins as probability_bins
+from streamer.drift import (
+    PROBABILITY_BINS,
+    CalibrationSums,
+    PredictionSums,
+    probability_bins,
+)
 
 __all__ = [
     "CALIBRATION_COLUMNS",
@@ -30,7 +34,6 @@ __all__ = [
     "calibration_sums",
     "prediction_columns",
     "prediction_sums",
-    "probability_bins",
 ]
 
 CALIBRATION_COLUMNS = 1 + 3 * PROBABILITY_BINS

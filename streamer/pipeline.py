@@ -33,10 +33,9 @@ from streamer.columns import (
     CALIBRATION_COLUMNS,
     PREDICTION_COLUMNS,
     prediction_columns,
-    probability_bins,
 )
 from streamer.config import Config
-from streamer.drift import Baseline
+from streamer.drift import Baseline, probability_bins
 from streamer.events import ModelKey, Outcome, Prediction
 from streamer.join import JoinStep
 from streamer.loss import multiclass_log_loss
