@@ -72,3 +72,19 @@ def wait_for(
         time.sleep(0.2)
         last = scrape(url)
     return last
+
+
+def assert_promtool_accepts(text: str) -> None:
+    """``promtool check metrics`` passes on ``text``; a missing promtool fails."""
+    import subprocess
+
+    from tests.chart.tooling import require_tool
+
+    checked = subprocess.run(
+        [require_tool("promtool"), "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
