@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
+
+from tests.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_RULES = REPO_ROOT / "helm" / "driftstream" / "files" / "alerts.yaml"
@@ -87,13 +88,6 @@ def diagnostics_since(since_s: float) -> list[tuple[str, str]]:
     """
     _STARTED[:] = [e for e in _STARTED if e.stopped_s is None or e.stopped_s >= since_s]
     return [(entry.item.name, entry.item.diagnostics()) for entry in _STARTED]
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 now (a child binds it a moment later)."""
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
 
 
 # --------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.chart.tooling import REPO_ROOT, driftstream_command, run
+from tests.ports import free_port
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
@@ -194,13 +194,6 @@ def test_dockerignore_keeps_what_the_build_copies_and_little_else() -> None:
         assert _excluded(unwanted, patterns), unwanted
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _healthcheck(env: dict[str, str]) -> int:
     [healthcheck] = _final("HEALTHCHECK")
     command = _exec_form(healthcheck)
@@ -214,9 +207,9 @@ def test_healthcheck_passes_while_driftstream_runs_and_fails_after(
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTSTREAM__")}
     # No broker: /healthz answers while the process runs, whatever Kafka does.
     env |= {
-        "DRIFTSTREAM__METRICS__PORT": str(_free_port()),
+        "DRIFTSTREAM__METRICS__PORT": str(free_port()),
         "DRIFTSTREAM__METRICS__HOST": "127.0.0.1",
-        "DRIFTSTREAM__KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{_free_port()}",
+        "DRIFTSTREAM__KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
     }
     log = (tmp_path / "driftstream.log").open("w")
     process = subprocess.Popen(

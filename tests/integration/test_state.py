@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from confluent_kafka import Producer
 from streamer.config import Config
 from streamer.localkafka import LocalKafka, create_topics
 from streamer.service import Service
+from tests.ports import free_port
 from tests.scrape import Scrape, scrape, wait_for
 
 pytestmark = pytest.mark.integration
@@ -161,19 +161,13 @@ def _joined_everything(stream: Stream, until: int | None = None):
     return condition
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class RunProcess:
     """``driftstream run`` as a child process, with its own metrics port."""
 
     def __init__(self, config_path: Path, log_path: Path) -> None:
         self.config_path = config_path
         self.log_path = log_path
-        self.port = _free_port()
+        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -312,7 +306,7 @@ def test_scale_out_and_in_keeps_the_sum(kafka_bootstrap: str) -> None:
 def test_broker_restart_mid_stream(tmp_path: Path) -> None:
     events = 20_000
     stream = Stream.make(events, seed=4)
-    with LocalKafka(port=_free_port()) as kafka:
+    with LocalKafka(port=free_port()) as kafka:
         topics = _topics(kafka.bootstrap_servers, partitions=2)
         config = Config.model_validate(
             _settings(kafka.bootstrap_servers, topics, "restart")
@@ -353,7 +347,7 @@ def test_checkpoints_go_on_while_the_broker_is_frozen(tmp_path: Path) -> None:
     go on, and after the thaw nothing is lost or counted twice."""
     events, backlog = 250_000, 200_000
     stream = Stream.make(events, seed=6)
-    with LocalKafka(port=_free_port()) as kafka:
+    with LocalKafka(port=free_port()) as kafka:
         topics = _topics(kafka.bootstrap_servers, partitions=2)
         settings = _settings(kafka.bootstrap_servers, topics, "frozen-broker")
         settings["state"].update(store="directory", directory=str(tmp_path / "state"))
