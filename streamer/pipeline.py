@@ -24,7 +24,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -47,6 +47,8 @@ from streamer.state import JoinOptions, PartitionState, SeriesKey, Side, decode,
 from streamer.windows import RollingWindows, WindowSpec, WindowStats
 
 log = logging.getLogger(__name__)
+
+_Record = TypeVar("_Record", Prediction, Outcome)
 
 LOSS_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 """Upper bounds of the per-event log-loss histogram (nats)."""
@@ -296,12 +298,22 @@ class Pipeline:
                 segment_keys=self.config.segments.keys,
                 model_keys=self._model_keys,
             )
-            self._on_prediction(prediction, state, partition, scored, message)
+            self._on_prediction(
+                self._not_ahead(prediction), state, partition, scored, message
+            )
         else:
             outcome = decode_outcome(
                 message.value(), message.key(), kafka_ts, fields=self.config.fields
             )
-            self._on_outcome(outcome, state, partition, scored, message)
+            self._on_outcome(
+                self._not_ahead(outcome), state, partition, scored, message
+            )
+
+    def _not_ahead(self, record: _Record | Invalid) -> _Record | Invalid:
+        """``record``, or ``timestamp_in_future`` past the allowed clock skew."""
+        if isinstance(record, Invalid) or record.timestamp_ms <= self._latest_valid_ms:
+            return record
+        return Invalid.TIMESTAMP_IN_FUTURE
 
     def _on_prediction(
         self,
@@ -311,10 +323,6 @@ class Pipeline:
         scored: defaultdict[tuple[int, SeriesKey], JoinedBatch],
         message: MessageLike,
     ) -> None:
-        if not isinstance(prediction, Invalid) and (
-            prediction.timestamp_ms > self._latest_valid_ms
-        ):
-            prediction = Invalid.TIMESTAMP_IN_FUTURE
         if isinstance(prediction, Invalid):
             self._count_invalid(
                 self.config.kafka.predictions_topic, prediction, message
@@ -345,10 +353,6 @@ class Pipeline:
         scored: defaultdict[tuple[int, SeriesKey], JoinedBatch],
         message: MessageLike,
     ) -> None:
-        if not isinstance(outcome, Invalid) and (
-            outcome.timestamp_ms > self._latest_valid_ms
-        ):
-            outcome = Invalid.TIMESTAMP_IN_FUTURE
         if isinstance(outcome, Invalid):
             self._count_invalid(self.config.kafka.outcomes_topic, outcome, message)
             return
