@@ -3,26 +3,51 @@
 # The driftstream image: `docker build -t driftstream .` from the repository root.
 #
 # Two stages. `build` turns the source into wheels (driftstream's own and those of
-# its pinned dependencies, all of which ship manylinux wheels, so no compiler is
-# needed); the final stage installs only those wheels into a clean copy of the
-# same base, so no source tree, build tool or pip cache ends up in it.
+# its pinned dependencies, which all ship manylinux wheels). driftstream's own
+# wheel holds streamer._native, compiled by maturin from the Rust crate in native/,
+# so this stage has a Rust toolchain (copied from the official rust image of the
+# same Debian release) and Debian's C compiler, which rustc links with. The final
+# stage installs only those wheels into a clean copy of the same base, so no
+# source tree, compiler, build tool or pip cache ends up in it.
 #
 # The base is pinned by its full tag (Python patch release and Debian release).
 # A digest pin (python:3.11.14-slim-bookworm@sha256:...) is stronger, but the
 # digest can only be read from the registry, which this repository's CI cannot
 # reach; add it where you build the image (`docker buildx imagetools inspect
-# python:3.11.14-slim-bookworm` prints it) and bump tag and digest together.
+# python:3.11.14-slim-bookworm` prints it) and bump tag and digest together. The
+# same holds for the rust image below; keep its Rust version the one native/ is
+# developed with, and its Debian release the base's.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+# rustup's toolchain (cargo, rustc) as the rust image installs it.
+COPY --from=rust:1.95.0-slim-bookworm /usr/local/cargo /usr/local/cargo
+COPY --from=rust:1.95.0-slim-bookworm /usr/local/rustup /usr/local/rustup
+
+# rustc links through cc against glibc's development files; the slim base has
+# neither, so this installs what the rust image has for it: gcc and libc6-dev.
+# Unpinned: Debian's archive keeps only the newest build of a package, so a pin
+# would break at the next point release; nothing of this reaches the final stage.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+
+# MATURIN_PEP517_ARGS=--locked: cargo builds the crate versions native/Cargo.lock
+# pins, and fails instead of resolving new ones when the lock file is stale.
+ENV CARGO_HOME=/usr/local/cargo \
+    RUSTUP_HOME=/usr/local/rustup \
+    PATH=/usr/local/cargo/bin:$PATH \
+    MATURIN_PEP517_ARGS=--locked \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /src
 # pyproject.toml names README.md as the package's readme, so the build needs it.
 COPY pyproject.toml README.md ./
+COPY native ./native
 COPY streamer ./streamer
 RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels .
 

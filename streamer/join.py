@@ -36,21 +36,24 @@ equal deadlines): the one closest to expiring anyway. Evictions are reported in
 
 Ordering. Expired entries are returned in the order they were found; within
 one pass predictions come before outcomes, each side in deadline order, first
-inserted first among equal deadlines. Entries are told apart by object
-identity, so pass each record object once: the same object passed again after
-its join may keep its first place among records of equal deadline.
+inserted first among equal deadlines. Entries are told apart by order of
+insertion: a record passed again after its join takes a new place, behind
+those already held.
 
 Cost
 ----
-Measured with ``tracemalloc`` on CPython 3.11, besides the records themselves:
-a pending entry costs about 47 bytes (a ``dict`` slot and an 8-byte ``deque``
-slot); one older than the newest record already held on its side (out of
-timestamp order) takes a heap entry instead of the ``deque`` slot, about 140
-bytes in all. Pairing leaves index slots behind until the index is compacted,
-once it exceeds twice the live count (plus 64), so the index at most doubles.
-A guarded id costs about 47 bytes and keeps its id string alive. Adding,
-pairing and evicting are O(1) amortized (O(log n) for out-of-order records);
-expiry is O(log n) per expired entry.
+The entries live in native memory (``native/``, Rust): the join keeps no
+Python object per pending record. A pending binary prediction costs a 72-byte
+slot (an event id of up to 24 bytes inline, longer ones on the heap), about
+10 bytes of hash index and an 8-byte deadline-queue entry (24 bytes of heap
+entry instead when older than the newest record held on its side); a
+multiclass one adds 8 bytes per class. Model keys, class tuples and segments
+are stored as numbers into tables of this class, reclaimed by ``expire``.
+Pairing leaves queue entries behind until they exceed twice the live count
+(plus 64), then the queues are compacted. A guarded id costs about 40 bytes.
+Adding, pairing and evicting are O(1) amortized (O(log n) for out-of-order
+records); expiry is O(log n) per expired entry. ``now_ms`` and timestamps
+must fit in a signed 64-bit integer.
 
 Examples
 --------
@@ -70,13 +73,11 @@ True
 
 from __future__ import annotations
 
-import heapq
-from collections import Counter, deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from operator import attrgetter
 from typing import Any, Final, Generic, Literal, TypedDict, TypeVar
 
+from streamer import _native
 from streamer.events import Label, ModelKey, Outcome, Prediction
 
 Side = Literal["prediction", "outcome"]
@@ -84,19 +85,11 @@ Side = Literal["prediction", "outcome"]
 STATE_FORMAT: Final = 1
 """The ``format`` number :meth:`EventJoin.to_state` writes and ``from_state`` reads."""
 
-_NEVER: Final = -(1 << 63)
-"""The clock before the first call: earlier than any deadline."""
+_INDEX_SLACK = _native.INDEX_SLACK
+"""Stale queue entries tolerated beyond twice the live count before compacting
+(read when a join is made)."""
 
-_FAR_FUTURE: Final = 1 << 63
-"""A deadline no entry reaches: nothing to collect."""
-
-_INDEX_SLACK = 64
-"""Stale index slots tolerated beyond the live count before compacting."""
-
-_R = TypeVar("_R", Prediction, Outcome)
-
-_timestamp_ms: Final = attrgetter("timestamp_ms")
-_model_and_version: Final = attrgetter("model.model", "model.version")
+_V = TypeVar("_V", bound=Hashable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +156,58 @@ def _dropped(side: Side, event_id: str, model: ModelKey | None) -> DroppedEntry:
     return entry
 
 
+_OUTCOME_SLOTS: Final = tuple(
+    Outcome.__dict__[name].__set__ for name in ("event_id", "label", "timestamp_ms")
+)
+_PREDICTION_SLOTS: Final = tuple(
+    Prediction.__dict__[name].__set__
+    for name in (
+        "event_id",
+        "model",
+        "timestamp_ms",
+        "probability",
+        "classes",
+        "probabilities",
+        "segment",
+    )
+)
+
+
+def _outcome(event_id: str, label: Label, timestamp_ms: int) -> Outcome:
+    """An Outcome, built without the frozen dataclass's slow ``__init__``."""
+    outcome = _new(Outcome)
+    set_event_id, set_label, set_timestamp_ms = _OUTCOME_SLOTS
+    set_event_id(outcome, event_id)
+    set_label(outcome, label)
+    set_timestamp_ms(outcome, timestamp_ms)
+    return outcome
+
+
+def _prediction(
+    event_id: str,
+    model: ModelKey,
+    timestamp_ms: int,
+    probability: float | None,
+    classes: tuple[str, ...] | None,
+    probabilities: tuple[float, ...] | None,
+    segment: tuple[str, ...],
+) -> Prediction:
+    """A Prediction, built without the frozen dataclass's slow ``__init__``."""
+    prediction = _new(Prediction)
+    values = (
+        event_id,
+        model,
+        timestamp_ms,
+        probability,
+        classes,
+        probabilities,
+        segment,
+    )
+    for set_slot, value in zip(_PREDICTION_SLOTS, values, strict=True):
+        set_slot(prediction, value)
+    return prediction
+
+
 class JoinState(TypedDict):
     """The plain data of :meth:`EventJoin.to_state`, ready for JSON.
 
@@ -182,123 +227,51 @@ class JoinState(TypedDict):
     expired: list[list[Any]]
 
 
-class _PendingSide(Generic[_R]):
-    """The pending records of one side, by event id and by deadline.
+_NONE: Final = _native.NONE
+"""The core's number for "no classes" (binary) and "no model" (an outcome)."""
 
-    Records arriving in timestamp order are appended to a ``deque``, which stays
-    sorted; the others go to a heap keyed by ``(timestamp_ms, sequence)``. The
-    deque only takes a record at least as new as its newest, so on equal
-    timestamps a live deque record was always inserted before a live heap one,
-    and the oldest entry is the smaller of the two fronts, the deque's on ties.
-    Pairing leaves index slots behind (a slot is live when ``records`` maps its
-    id to that very object); fronts drop them as they go, compaction the rest.
+_TABLE_SLACK: Final = 4096
+"""Numbered values a table keeps beyond twice those in use before compacting."""
+
+
+class _Numbers(Generic[_V]):
+    """Small integers for values the native core stores by number.
+
+    Model keys, class tuples and segments repeat across millions of pending
+    predictions; the core keeps a 4-byte number of each instead of a
+    reference. Numbers of values no longer in use are reclaimed by
+    :meth:`EventJoin.expire` once the table outgrows twice its live part.
     """
 
-    __slots__ = (
-        "_in_order",
-        "_late",
-        "_newest_in_order_ms",
-        "_sequence",
-        "records",
-        "ttl_ms",
-    )
+    __slots__ = ("limit", "numbers", "values")
 
-    def __init__(self, ttl_ms: int) -> None:
-        self.ttl_ms: Final = ttl_ms
-        self.records: dict[str, _R] = {}
-        self._in_order: deque[_R] = deque()
-        self._late: list[tuple[int, int, _R]] = []
-        self._newest_in_order_ms = _NEVER
-        self._sequence = 0
+    def __init__(self) -> None:
+        self.numbers: dict[_V, int] = {}
+        self.values: list[_V] = []
+        self.limit = _TABLE_SLACK
 
-    def add(self, record: _R) -> None:
-        self.records[record.event_id] = record
-        timestamp_ms = record.timestamp_ms
-        if timestamp_ms >= self._newest_in_order_ms:
-            self._in_order.append(record)
-            self._newest_in_order_ms = timestamp_ms
-            return
+    def number(self, value: _V) -> int:
+        number = self.numbers.get(value)
+        if number is None:
+            number = self.numbers[value] = len(self.values)
+            self.values.append(value)
+        return number
 
-        heapq.heappush(self._late, (timestamp_ms, self._sequence, record))
-        self._sequence += 1
-
-    def take(self, event_id: str) -> _R | None:
-        """Remove and return the pending record under ``event_id``, if any."""
-        record = self.records.pop(event_id, None)
-        if record is None:
-            return None
-
-        slots = len(self._in_order) + len(self._late)
-        if slots > 2 * len(self.records) + _INDEX_SLACK:
-            self._compact()
-        return record
-
-    def pop_oldest(self) -> _R:
-        """Remove and return the record with the oldest deadline (non-empty)."""
-        record = self._front()
-        assert record is not None, "pop_oldest on an empty side"
-        self._remove_front(record)
-        return record
-
-    def pop_due(self, now_ms: int) -> Iterator[_R]:
-        """Remove and yield, oldest first, each record with deadline <= now_ms."""
-        newest_due_ms = now_ms - self.ttl_ms
-        record = self._front()
-        while record is not None and record.timestamp_ms <= newest_due_ms:
-            self._remove_front(record)
-            yield record
-            record = self._front()
-
-    def earliest_deadline_ms(self) -> int:
-        """A lower bound of the live deadlines (stale slots count too)."""
-        earliest = _FAR_FUTURE
-        if self._in_order:
-            earliest = self._in_order[0].timestamp_ms + self.ttl_ms
-        if self._late:
-            earliest = min(earliest, self._late[0][0] + self.ttl_ms)
-        return earliest
-
-    def in_deadline_order(self) -> list[_R]:
-        """The live records, oldest deadline first, without changing anything."""
-        # ``records`` iterates in insertion order and the sort is stable.
-        return sorted(self.records.values(), key=_timestamp_ms)
-
-    def _front(self) -> _R | None:
-        in_order, late, records = self._in_order, self._late, self.records
-        while in_order and records.get(in_order[0].event_id) is not in_order[0]:
-            in_order.popleft()
-        while late and records.get(late[0][2].event_id) is not late[0][2]:
-            heapq.heappop(late)
-
-        if not late:
-            return in_order[0] if in_order else None
-        if not in_order or late[0][0] < in_order[0].timestamp_ms:
-            return late[0][2]
-        return in_order[0]
-
-    def _remove_front(self, record: _R) -> None:
-        if self._in_order and self._in_order[0] is record:
-            self._in_order.popleft()
-        else:
-            heapq.heappop(self._late)
-        del self.records[record.event_id]
-
-    def _compact(self) -> None:
-        records = self.records
-        live = [
-            record
-            for record in self._in_order
-            if records.get(record.event_id) is record
-        ]
-        self._in_order = deque(live)
-        self._late = [
-            slot for slot in self._late if records.get(slot[2].event_id) is slot[2]
-        ]
-        heapq.heapify(self._late)
+    def keep(self, in_use: set[int]) -> dict[int, int]:
+        """Keep only the numbered values in ``in_use``; old -> new numbers."""
+        renumbered = {old: new for new, old in enumerate(sorted(in_use))}
+        self.values = [self.values[old] for old in sorted(in_use)]
+        self.numbers = {value: number for number, value in enumerate(self.values)}
+        self.limit = 2 * len(self.values) + _TABLE_SLACK
+        return renumbered
 
 
 class EventJoin:
     """The keyed join of one partition; see the module docstring for semantics.
+
+    The pending entries, the duplicate guard and the expired backlog live in
+    a native :class:`streamer._native.JoinCore`; this class gives them the
+    Python records and results of the module docstring.
 
     Parameters
     ----------
@@ -314,17 +287,7 @@ class EventJoin:
         means ``prediction_ttl_ms``.
     """
 
-    __slots__ = (
-        "_clock_ms",
-        "_expired",
-        "_guard",
-        "_guard_order",
-        "_guard_ttl_ms",
-        "_max_pending",
-        "_next_deadline_ms",
-        "_outcomes",
-        "_predictions",
-    )
+    __slots__ = ("_classes", "_core", "_models", "_segments")
 
     def __init__(
         self,
@@ -344,67 +307,101 @@ class EventJoin:
             duplicate_guard_ttl_ms,
             "milliseconds, or None for prediction_ttl_ms",
         )
-
-        self._max_pending: Final = max_pending
-        self._guard_ttl_ms: Final = duplicate_guard_ttl_ms
-        self._predictions: Final = _PendingSide[Prediction](prediction_ttl_ms)
-        self._outcomes: Final = _PendingSide[Outcome](outcome_ttl_ms)
-        self._guard: dict[str, int] = {}
-        self._guard_order: deque[str] = deque()
-        self._expired: list[DroppedEntry] = []
-        self._clock_ms = _NEVER
-        self._next_deadline_ms = _FAR_FUTURE
+        self._core: Final = _native.JoinCore(
+            prediction_ttl_ms,
+            outcome_ttl_ms,
+            max_pending,
+            duplicate_guard_ttl_ms,
+            index_slack=_INDEX_SLACK,
+        )
+        self._models = _Numbers[ModelKey]()
+        self._classes = _Numbers[tuple[str, ...]]()
+        self._segments = _Numbers[tuple[str, ...]]()
 
     @property
     def pending_predictions(self) -> int:
         """Predictions waiting for their outcome."""
-        return len(self._predictions.records)
+        return self._core.pending_predictions
 
     @property
     def pending_outcomes(self) -> int:
         """Outcomes waiting for their prediction."""
-        return len(self._outcomes.records)
+        return self._core.pending_outcomes
 
     @property
     def duplicate_guard_size(self) -> int:
         """Joined event ids the duplicate guard remembers."""
-        return len(self._guard)
+        return self._core.guard_size
+
+    def native_bytes(self) -> int:
+        """Bytes the native core has allocated (capacity: an upper bound)."""
+        return self._core.heap_bytes()
 
     def pending_predictions_by_model(self) -> dict[ModelKey, int]:
         """Pending predictions per model key.
 
-        O(n) in the pending predictions (0.5 to 1 s per million): meant for a
-        metrics scrape, not the hot loop. It copies the records in one step
-        before counting, so another thread may call it while the consumer
-        thread adds records.
+        O(n) in the pending predictions: meant for a metrics scrape, not the
+        hot loop. Call it under the lock that serialises the join's callers.
         """
-        snapshot = list(self._predictions.records.values())
-        counts = Counter(map(_model_and_version, snapshot))
-        return {ModelKey(*key): count for key, count in counts.items()}
+        models = self._models.values
+        return {
+            models[number]: count
+            for number, count in self._core.pending_by_model().items()
+        }
 
     def add_prediction(self, prediction: Prediction, *, now_ms: int) -> JoinStep:
         """Pair ``prediction`` with its pending outcome, or hold it pending."""
-        self._advance(now_ms)
-        event_id = prediction.event_id
-        if event_id in self._guard or event_id in self._predictions.records:
+        classes = prediction.classes
+        result = self._core.add_prediction(
+            prediction.event_id,
+            self._models.number(prediction.model),
+            prediction.timestamp_ms,
+            prediction.probability,
+            prediction.probabilities,
+            _NONE if classes is None else self._classes.number(classes),
+            self._segments.number(prediction.segment),
+            now_ms,
+        )
+        if result is None:
+            return _QUIET
+        if result is True:
             return _DUPLICATE
-
-        outcome = self._outcomes.take(event_id)
-        if outcome is not None:
-            return self._join(prediction, outcome)
-        return self._hold(self._predictions, prediction)
+        if type(result) is tuple:
+            label, timestamp_ms, forgotten = result
+            outcome = _outcome(prediction.event_id, label, timestamp_ms)
+            return _step((prediction, outcome), (), forgotten)
+        return _step(None, self._dropped_entries(result), 0)
 
     def add_outcome(self, outcome: Outcome, *, now_ms: int) -> JoinStep:
         """Pair ``outcome`` with its pending prediction, or hold it pending."""
-        self._advance(now_ms)
-        event_id = outcome.event_id
-        if event_id in self._guard or event_id in self._outcomes.records:
+        result = self._core.add_outcome(
+            outcome.event_id, outcome.label, outcome.timestamp_ms, now_ms
+        )
+        if result is None:
+            return _QUIET
+        if result is True:
             return _DUPLICATE
-
-        prediction = self._predictions.take(event_id)
-        if prediction is not None:
-            return self._join(prediction, outcome)
-        return self._hold(self._outcomes, outcome)
+        if type(result) is tuple:
+            (
+                model,
+                timestamp_ms,
+                probability,
+                probabilities,
+                classes,
+                segment,
+                forgotten,
+            ) = result
+            prediction = _prediction(
+                outcome.event_id,
+                self._models.values[model],
+                timestamp_ms,
+                probability,
+                None if classes is None else self._classes.values[classes],
+                probabilities,
+                self._segments.values[segment],
+            )
+            return _step((prediction, outcome), (), forgotten)
+        return _step(None, self._dropped_entries(result), 0)
 
     def expire(self, now_ms: int) -> list[DroppedEntry]:
         """Remove and return every entry whose deadline is ``<=`` the clock.
@@ -412,31 +409,54 @@ class EventJoin:
         That includes the entries earlier calls found expired. The clock is the
         largest ``now_ms`` seen, this one included.
         """
-        self._advance(now_ms)
-        expired, self._expired = self._expired, []
+        expired = list(self._dropped_entries(self._core.expire(now_ms)))
+        self._compact_numbers()
         return expired
 
     def to_state(self) -> JoinState:
         """The whole join state as plain, JSON-ready data (see JoinState).
 
         A copy that shares nothing mutable with the join; O(n log n) in the
-        pending entries at worst, so call it from the thread that adds records.
+        pending entries, so call it from the thread that adds records.
         """
+        models, classes_of, segments = (
+            self._models.values,
+            self._classes.values,
+            self._segments.values,
+        )
+        predictions = []
+        for (
+            event_id,
+            model,
+            timestamp_ms,
+            probability,
+            probabilities,
+            classes,
+            segment,
+        ) in self._core.prediction_rows():
+            key = models[model]
+            predictions.append(
+                [
+                    event_id,
+                    key.model,
+                    key.version,
+                    timestamp_ms,
+                    probability,
+                    None if classes is None else list(classes_of[classes]),
+                    None if probabilities is None else list(probabilities),
+                    list(segments[segment]),
+                ]
+            )
         return {
             "format": STATE_FORMAT,
-            "clock_ms": None if self._clock_ms == _NEVER else self._clock_ms,
-            "predictions": [
-                _prediction_row(prediction)
-                for prediction in self._predictions.in_deadline_order()
+            "clock_ms": self._core.clock_ms(),
+            "predictions": predictions,
+            "outcomes": [list(row) for row in self._core.outcome_rows()],
+            "duplicate_guard": [list(row) for row in self._core.guard_rows()],
+            "expired": [
+                _dropped_row(entry)
+                for entry in self._dropped_entries(self._core.expired_rows())
             ],
-            "outcomes": [
-                [outcome.event_id, outcome.label, outcome.timestamp_ms]
-                for outcome in self._outcomes.in_deadline_order()
-            ],
-            "duplicate_guard": [
-                [event_id, self._guard[event_id]] for event_id in self._guard_order
-            ],
-            "expired": [_dropped_row(entry) for entry in self._expired],
         }
 
     @classmethod
@@ -479,7 +499,7 @@ class EventJoin:
 
         try:
             join._restore(state)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ValueError(
                 f"join state is malformed ({exc}); discard the checkpoint and "
                 "replay the partition"
@@ -487,107 +507,74 @@ class EventJoin:
         return join
 
     def _restore(self, state: Mapping[str, Any]) -> None:
+        core = self._core
         clock_ms = state["clock_ms"]
-        self._clock_ms = _NEVER if clock_ms is None else _integer(clock_ms)
+        core.set_clock(None if clock_ms is None else _integer(clock_ms))
         models: dict[tuple[str, str], ModelKey] = {}
         for row in state["predictions"]:
             prediction = _prediction_from_row(row, models)
-            self._restore_pending(self._predictions, prediction)
+            self._refuse_pending(prediction.event_id)
+            classes = prediction.classes
+            core.restore_prediction(
+                prediction.event_id,
+                self._models.number(prediction.model),
+                prediction.timestamp_ms,
+                prediction.probability,
+                prediction.probabilities,
+                _NONE if classes is None else self._classes.number(classes),
+                self._segments.number(prediction.segment),
+            )
         for event_id, label, timestamp_ms in state["outcomes"]:
-            outcome = Outcome(_text(event_id), _label(label), _integer(timestamp_ms))
-            self._restore_pending(self._outcomes, outcome)
+            self._refuse_pending(_text(event_id))
+            core.restore_outcome(event_id, _label(label), _integer(timestamp_ms))
 
         for event_id, joined_at_ms in state["duplicate_guard"]:
-            if event_id in self._guard or self._is_pending(event_id):
+            if core.guard_contains(_text(event_id)) or core.is_pending(event_id):
                 raise ValueError(f"event id {event_id!r} is held twice")
-            if self._guard_order and joined_at_ms < self._guard[self._guard_order[-1]]:
+            newest_ms = core.guard_newest_ms()
+            if newest_ms is not None and _integer(joined_at_ms) < newest_ms:
                 raise ValueError("duplicate guard is not in join order")
-            self._guard[_text(event_id)] = _integer(joined_at_ms)
-            self._guard_order.append(event_id)
+            core.restore_guard(event_id, _integer(joined_at_ms))
 
-        self._expired = [_dropped_from_row(row) for row in state["expired"]]
-        self._next_deadline_ms = self._earliest_deadline_ms()
+        for row in state["expired"]:
+            entry = _dropped_from_row(row)
+            core.restore_expired(
+                entry.side == "outcome",
+                entry.event_id,
+                None if entry.model is None else self._models.number(entry.model),
+            )
+        core.finish_restore()
 
-    def _restore_pending(self, side: _PendingSide[_R], record: _R) -> None:
-        if self._is_pending(record.event_id):
-            raise ValueError(f"event id {record.event_id!r} is held twice")
-        side.add(record)
+    def _refuse_pending(self, event_id: str) -> None:
+        if self._core.is_pending(event_id):
+            raise ValueError(f"event id {event_id!r} is held twice")
 
-    def _is_pending(self, event_id: str) -> bool:
-        return (
-            event_id in self._predictions.records or event_id in self._outcomes.records
+    def _dropped_entries(
+        self, rows: list[tuple[Side, str, int | None]]
+    ) -> tuple[DroppedEntry, ...]:
+        models = self._models.values
+        return tuple(
+            _dropped(side, event_id, None if model is None else models[model])
+            for side, event_id, model in rows
         )
 
-    def _advance(self, now_ms: int) -> None:
-        if now_ms > self._clock_ms:
-            self._clock_ms = now_ms
-        if self._clock_ms >= self._next_deadline_ms:
-            self._collect()
-
-    def _collect(self) -> None:
-        clock_ms = self._clock_ms
-        for prediction in self._predictions.pop_due(clock_ms):
-            self._expired.append(_dropped_record(prediction))
-        for outcome in self._outcomes.pop_due(clock_ms):
-            self._expired.append(_dropped_record(outcome))
-
-        newest_forgotten_ms = clock_ms - self._guard_ttl_ms
-        guard, order = self._guard, self._guard_order
-        while order and guard[order[0]] <= newest_forgotten_ms:
-            del guard[order.popleft()]
-
-        self._next_deadline_ms = self._earliest_deadline_ms()
-
-    def _earliest_deadline_ms(self) -> int:
-        earliest = min(
-            self._predictions.earliest_deadline_ms(),
-            self._outcomes.earliest_deadline_ms(),
+    def _compact_numbers(self) -> None:
+        models, classes, segments = self._models, self._classes, self._segments
+        if all(
+            len(table.values) <= table.limit for table in (models, classes, segments)
+        ):
+            return
+        models_in_use, classes_in_use, segments_in_use = self._core.numbers_in_use()
+        self._core.renumber(
+            models.keep(models_in_use),
+            classes.keep(classes_in_use),
+            segments.keep(segments_in_use),
         )
-        if self._guard_order:
-            joined_at_ms = self._guard[self._guard_order[0]]
-            earliest = min(earliest, joined_at_ms + self._guard_ttl_ms)
-        return earliest
-
-    def _join(self, prediction: Prediction, outcome: Outcome) -> JoinStep:
-        self._guard[prediction.event_id] = self._clock_ms
-        self._guard_order.append(prediction.event_id)
-        forgotten_deadline_ms = self._clock_ms + self._guard_ttl_ms
-        if forgotten_deadline_ms < self._next_deadline_ms:
-            self._next_deadline_ms = forgotten_deadline_ms
-
-        guard_evictions = 0
-        while len(self._guard) > self._max_pending:
-            del self._guard[self._guard_order.popleft()]
-            guard_evictions += 1
-        return _step((prediction, outcome), (), guard_evictions)
-
-    def _hold(self, side: _PendingSide[_R], record: _R) -> JoinStep:
-        deadline_ms = record.timestamp_ms + side.ttl_ms
-        if deadline_ms <= self._clock_ms:
-            self._expired.append(_dropped_record(record))
-            return _QUIET
-
-        side.add(record)
-        if deadline_ms < self._next_deadline_ms:
-            self._next_deadline_ms = deadline_ms
-        if len(side.records) <= self._max_pending:
-            return _QUIET
-
-        evicted: list[DroppedEntry] = []
-        while len(side.records) > self._max_pending:
-            evicted.append(_dropped_record(side.pop_oldest()))
-        return _step(None, tuple(evicted), 0)
 
 
 def _require_positive(name: str, value: object, unit: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive integer ({unit}), got {value!r}")
-
-
-def _dropped_record(record: Prediction | Outcome) -> DroppedEntry:
-    if isinstance(record, Prediction):
-        return _dropped("prediction", record.event_id, record.model)
-    return _dropped("outcome", record.event_id, None)
 
 
 def _prediction_row(prediction: Prediction) -> list[Any]:

@@ -25,6 +25,8 @@ from tests.ports import free_port
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
 BASE_TAG = re.compile(r"python:3\.11\.[0-9]+-slim-bookworm")
+# The Rust toolchain's image: a full version, on the base's Debian release.
+RUST_TAG = re.compile(r"rust:1\.[0-9]+\.[0-9]+-slim-bookworm")
 
 
 @dataclass(frozen=True)
@@ -122,9 +124,29 @@ def test_the_first_stage_builds_wheels_the_final_one_installs_them() -> None:
     assert "from=build" in install.arguments
     assert "--no-index" in install.arguments
     final_text = " ".join(i.arguments for i in final)
-    for build_tool in ("apt-get", "gcc", "build-essential", "git "):
+    for build_tool in ("apt-get", "gcc", "build-essential", "git ", "cargo", "rustup"):
         assert build_tool not in final_text
     assert "pip uninstall --yes setuptools wheel pip" in final_text
+
+
+def test_the_build_stage_has_a_pinned_rust_toolchain_for_native() -> None:
+    build, _ = _stages()
+    copied = {
+        i.arguments.split()[1]: i.arguments.split()[0].removeprefix("--from=")
+        for i in build
+        if i.keyword == "COPY" and i.arguments.startswith("--from=")
+    }
+    assert set(copied) == {"/usr/local/cargo", "/usr/local/rustup"}
+    assert all(RUST_TAG.fullmatch(image) for image in copied.values()), copied
+
+    env = " ".join(i.arguments for i in build if i.keyword == "ENV")
+    for setting in (
+        "CARGO_HOME=/usr/local/cargo",
+        "RUSTUP_HOME=/usr/local/rustup",
+        "PATH=/usr/local/cargo/bin:$PATH",
+        "MATURIN_PEP517_ARGS=--locked",
+    ):
+        assert setting in env, setting
 
 
 def test_the_final_stage_runs_driftstream_as_a_non_root_user() -> None:
@@ -174,15 +196,22 @@ def test_dockerignore_keeps_what_the_build_copies_and_little_else() -> None:
         for line in DOCKERIGNORE.read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
+    # A COPY --from reads another image, not the build context.
     copied = [
         source
         for i in _stages()[0]
-        if i.keyword == "COPY"
+        if i.keyword == "COPY" and "--from=" not in i.arguments
         for source in i.arguments.split()[:-1]
         if not source.startswith("--")
     ]
-    assert set(copied) == {"pyproject.toml", "README.md", "streamer"}
-    for source in [*copied, "streamer/cli.py"]:
+    assert set(copied) == {"pyproject.toml", "README.md", "native", "streamer"}
+    for source in [
+        *copied,
+        "streamer/cli.py",
+        "native/Cargo.toml",
+        "native/Cargo.lock",
+        "native/src/lib.rs",
+    ]:
         assert not _excluded(source, patterns), source
     for unwanted in (
         ".git",
@@ -190,6 +219,8 @@ def test_dockerignore_keeps_what_the_build_copies_and_little_else() -> None:
         "tests/unit",
         "helm",
         "streamer/__pycache__/x.pyc",
+        "native/target/release/lib_native.so",
+        "streamer/_native.abi3.so",
     ):
         assert _excluded(unwanted, patterns), unwanted
 

@@ -72,8 +72,8 @@ def test_prediction_then_outcome_pairs() -> None:
     step = join.add_outcome(second, now_ms=10)
 
     assert step.joined is not None
-    assert step.joined[0] is first
-    assert step.joined[1] is second
+    assert step.joined[0] == first
+    assert step.joined[1] == second
     assert not step.duplicate
     assert step.evicted == ()
     assert (join.pending_predictions, join.pending_outcomes) == (0, 0)
@@ -88,8 +88,8 @@ def test_outcome_then_prediction_pairs() -> None:
     step = join.add_prediction(second, now_ms=5)
 
     assert step.joined is not None
-    assert step.joined[0] is second
-    assert step.joined[1] is first
+    assert step.joined[0] == second
+    assert step.joined[1] == first
     assert (join.pending_predictions, join.pending_outcomes) == (0, 0)
 
 
@@ -115,7 +115,7 @@ def test_second_pending_prediction_is_duplicate_and_first_wins() -> None:
     step = join.add_outcome(outcome("e-1"), now_ms=0)
 
     assert step.joined is not None
-    assert step.joined[0] is first
+    assert step.joined[0] == first
 
 
 def test_second_pending_outcome_is_duplicate_and_first_wins() -> None:
@@ -128,7 +128,7 @@ def test_second_pending_outcome_is_duplicate_and_first_wins() -> None:
     step = join.add_prediction(prediction("e-1"), now_ms=0)
 
     assert step.joined is not None
-    assert step.joined[1] is first
+    assert step.joined[1] == first
 
 
 def test_records_after_the_join_are_duplicates_on_both_sides() -> None:
