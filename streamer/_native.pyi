@@ -2,8 +2,9 @@
 
 from typing import Any
 
+from streamer.events import ModelKey
+
 INDEX_SLACK: int
-NONE: int
 PREDICTION_SLOT_BYTES: int
 
 class JoinCore:
@@ -16,33 +17,43 @@ class JoinCore:
         outcome_ttl_ms: int,
         max_pending: int,
         duplicate_guard_ttl_ms: int,
+        model_key_type: type[ModelKey],
         index_slack: int = ...,
     ) -> None: ...
+    def numbered(self) -> tuple[int, int, int]: ...
     def add_prediction(
         self,
         event_id: str,
-        model: int,
+        model: ModelKey,
         timestamp_ms: int,
         probability: float | None,
         probabilities: tuple[float, ...] | None,
-        classes: int,
-        segment: int,
+        classes: tuple[str, ...] | None,
+        segment: tuple[str, ...],
         now_ms: int,
     ) -> Any: ...
     def add_outcome(
         self, event_id: str, label: object, timestamp_ms: int, now_ms: int
     ) -> Any: ...
-    def expire(self, now_ms: int) -> list[tuple[Any, str, int | None]]: ...
-    def pending_by_model(self) -> dict[int, int]: ...
+    def expire(self, now_ms: int) -> list[tuple[Any, str, ModelKey | None]]: ...
+    def pending_by_model(self) -> dict[ModelKey, int]: ...
     def clock_ms(self) -> int | None: ...
     def prediction_rows(
         self,
     ) -> list[
-        tuple[str, int, int, float | None, tuple[float, ...] | None, int | None, int]
+        tuple[
+            str,
+            ModelKey,
+            int,
+            float | None,
+            tuple[float, ...] | None,
+            tuple[str, ...] | None,
+            tuple[str, ...],
+        ]
     ]: ...
     def outcome_rows(self) -> list[tuple[str, Any, int]]: ...
     def guard_rows(self) -> list[tuple[str, int]]: ...
-    def expired_rows(self) -> list[tuple[Any, str, int | None]]: ...
+    def expired_rows(self) -> list[tuple[Any, str, ModelKey | None]]: ...
     def is_pending(self, event_id: str) -> bool: ...
     def guard_contains(self, event_id: str) -> bool: ...
     def guard_newest_ms(self) -> int | None: ...
@@ -50,26 +61,19 @@ class JoinCore:
     def restore_prediction(
         self,
         event_id: str,
-        model: int,
+        model: ModelKey,
         timestamp_ms: int,
         probability: float | None,
         probabilities: tuple[float, ...] | None,
-        classes: int,
-        segment: int,
+        classes: tuple[str, ...] | None,
+        segment: tuple[str, ...],
     ) -> None: ...
     def restore_outcome(
         self, event_id: str, label: object, timestamp_ms: int
     ) -> None: ...
     def restore_guard(self, event_id: str, joined_at_ms: int) -> None: ...
     def restore_expired(
-        self, outcome: bool, event_id: str, model: int | None
+        self, outcome: bool, event_id: str, model: ModelKey | None
     ) -> None: ...
     def finish_restore(self) -> None: ...
-    def numbers_in_use(self) -> tuple[set[int], set[int], set[int]]: ...
-    def renumber(
-        self,
-        models: dict[int, int],
-        classes: dict[int, int],
-        segments: dict[int, int],
-    ) -> None: ...
     def heap_bytes(self) -> int: ...

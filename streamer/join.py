@@ -48,7 +48,8 @@ slot (an event id of up to 24 bytes inline, longer ones on the heap), about
 10 bytes of hash index and an 8-byte deadline-queue entry (24 bytes of heap
 entry instead when older than the newest record held on its side); a
 multiclass one adds 8 bytes per class. Model keys, class tuples and segments
-are stored as numbers into tables of this class, reclaimed by ``expire``.
+are stored once per join as counted numbers, forgotten with the last record
+that holds them.
 Pairing leaves queue entries behind until they exceed twice the live count
 (plus 64), then the queues are compacted. A guarded id costs about 40 bytes.
 Adding, pairing and evicting are O(1) amortized (O(log n) for out-of-order
@@ -73,9 +74,9 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Generic, Literal, TypedDict, TypeVar
+from typing import Any, Final, Literal, TypedDict
 
 from streamer import _native
 from streamer.events import Label, ModelKey, Outcome, Prediction
@@ -88,8 +89,6 @@ STATE_FORMAT: Final = 1
 _INDEX_SLACK = _native.INDEX_SLACK
 """Stale queue entries tolerated beyond twice the live count before compacting
 (read when a join is made)."""
-
-_V = TypeVar("_V", bound=Hashable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,45 +226,6 @@ class JoinState(TypedDict):
     expired: list[list[Any]]
 
 
-_NONE: Final = _native.NONE
-"""The core's number for "no classes" (binary) and "no model" (an outcome)."""
-
-_TABLE_SLACK: Final = 4096
-"""Numbered values a table keeps beyond twice those in use before compacting."""
-
-
-class _Numbers(Generic[_V]):
-    """Small integers for values the native core stores by number.
-
-    Model keys, class tuples and segments repeat across millions of pending
-    predictions; the core keeps a 4-byte number of each instead of a
-    reference. Numbers of values no longer in use are reclaimed by
-    :meth:`EventJoin.expire` once the table outgrows twice its live part.
-    """
-
-    __slots__ = ("limit", "numbers", "values")
-
-    def __init__(self) -> None:
-        self.numbers: dict[_V, int] = {}
-        self.values: list[_V] = []
-        self.limit = _TABLE_SLACK
-
-    def number(self, value: _V) -> int:
-        number = self.numbers.get(value)
-        if number is None:
-            number = self.numbers[value] = len(self.values)
-            self.values.append(value)
-        return number
-
-    def keep(self, in_use: set[int]) -> dict[int, int]:
-        """Keep only the numbered values in ``in_use``; old -> new numbers."""
-        renumbered = {old: new for new, old in enumerate(sorted(in_use))}
-        self.values = [self.values[old] for old in sorted(in_use)]
-        self.numbers = {value: number for number, value in enumerate(self.values)}
-        self.limit = 2 * len(self.values) + _TABLE_SLACK
-        return renumbered
-
-
 class EventJoin:
     """The keyed join of one partition; see the module docstring for semantics.
 
@@ -287,7 +247,7 @@ class EventJoin:
         means ``prediction_ttl_ms``.
     """
 
-    __slots__ = ("_classes", "_core", "_models", "_segments")
+    __slots__ = ("_core",)
 
     def __init__(
         self,
@@ -312,11 +272,9 @@ class EventJoin:
             outcome_ttl_ms,
             max_pending,
             duplicate_guard_ttl_ms,
+            ModelKey,
             index_slack=_INDEX_SLACK,
         )
-        self._models = _Numbers[ModelKey]()
-        self._classes = _Numbers[tuple[str, ...]]()
-        self._segments = _Numbers[tuple[str, ...]]()
 
     @property
     def pending_predictions(self) -> int:
@@ -343,23 +301,18 @@ class EventJoin:
         O(n) in the pending predictions: meant for a metrics scrape, not the
         hot loop. Call it under the lock that serialises the join's callers.
         """
-        models = self._models.values
-        return {
-            models[number]: count
-            for number, count in self._core.pending_by_model().items()
-        }
+        return self._core.pending_by_model()
 
     def add_prediction(self, prediction: Prediction, *, now_ms: int) -> JoinStep:
         """Pair ``prediction`` with its pending outcome, or hold it pending."""
-        classes = prediction.classes
         result = self._core.add_prediction(
             prediction.event_id,
-            self._models.number(prediction.model),
+            prediction.model,
             prediction.timestamp_ms,
             prediction.probability,
             prediction.probabilities,
-            _NONE if classes is None else self._classes.number(classes),
-            self._segments.number(prediction.segment),
+            prediction.classes,
+            prediction.segment,
             now_ms,
         )
         if result is None:
@@ -393,12 +346,12 @@ class EventJoin:
             ) = result
             prediction = _prediction(
                 outcome.event_id,
-                self._models.values[model],
+                model,
                 timestamp_ms,
                 probability,
-                None if classes is None else self._classes.values[classes],
+                classes,
                 probabilities,
-                self._segments.values[segment],
+                segment,
             )
             return _step((prediction, outcome), (), forgotten)
         return _step(None, self._dropped_entries(result), 0)
@@ -409,9 +362,7 @@ class EventJoin:
         That includes the entries earlier calls found expired. The clock is the
         largest ``now_ms`` seen, this one included.
         """
-        expired = list(self._dropped_entries(self._core.expire(now_ms)))
-        self._compact_numbers()
-        return expired
+        return list(self._dropped_entries(self._core.expire(now_ms)))
 
     def to_state(self) -> JoinState:
         """The whole join state as plain, JSON-ready data (see JoinState).
@@ -419,11 +370,6 @@ class EventJoin:
         A copy that shares nothing mutable with the join; O(n log n) in the
         pending entries, so call it from the thread that adds records.
         """
-        models, classes_of, segments = (
-            self._models.values,
-            self._classes.values,
-            self._segments.values,
-        )
         predictions = []
         for (
             event_id,
@@ -434,17 +380,16 @@ class EventJoin:
             classes,
             segment,
         ) in self._core.prediction_rows():
-            key = models[model]
             predictions.append(
                 [
                     event_id,
-                    key.model,
-                    key.version,
+                    model.model,
+                    model.version,
                     timestamp_ms,
                     probability,
-                    None if classes is None else list(classes_of[classes]),
+                    None if classes is None else list(classes),
                     None if probabilities is None else list(probabilities),
-                    list(segments[segment]),
+                    list(segment),
                 ]
             )
         return {
@@ -514,15 +459,14 @@ class EventJoin:
         for row in state["predictions"]:
             prediction = _prediction_from_row(row, models)
             self._refuse_pending(prediction.event_id)
-            classes = prediction.classes
             core.restore_prediction(
                 prediction.event_id,
-                self._models.number(prediction.model),
+                prediction.model,
                 prediction.timestamp_ms,
                 prediction.probability,
                 prediction.probabilities,
-                _NONE if classes is None else self._classes.number(classes),
-                self._segments.number(prediction.segment),
+                prediction.classes,
+                prediction.segment,
             )
         for event_id, label, timestamp_ms in state["outcomes"]:
             self._refuse_pending(_text(event_id))
@@ -538,38 +482,18 @@ class EventJoin:
 
         for row in state["expired"]:
             entry = _dropped_from_row(row)
-            core.restore_expired(
-                entry.side == "outcome",
-                entry.event_id,
-                None if entry.model is None else self._models.number(entry.model),
-            )
+            core.restore_expired(entry.side == "outcome", entry.event_id, entry.model)
         core.finish_restore()
 
     def _refuse_pending(self, event_id: str) -> None:
         if self._core.is_pending(event_id):
             raise ValueError(f"event id {event_id!r} is held twice")
 
+    @staticmethod
     def _dropped_entries(
-        self, rows: list[tuple[Side, str, int | None]]
+        rows: list[tuple[Side, str, ModelKey | None]],
     ) -> tuple[DroppedEntry, ...]:
-        models = self._models.values
-        return tuple(
-            _dropped(side, event_id, None if model is None else models[model])
-            for side, event_id, model in rows
-        )
-
-    def _compact_numbers(self) -> None:
-        models, classes, segments = self._models, self._classes, self._segments
-        if all(
-            len(table.values) <= table.limit for table in (models, classes, segments)
-        ):
-            return
-        models_in_use, classes_in_use, segments_in_use = self._core.numbers_in_use()
-        self._core.renumber(
-            models.keep(models_in_use),
-            classes.keep(classes_in_use),
-            segments.keep(segments_in_use),
-        )
+        return tuple(_dropped(side, event_id, model) for side, event_id, model in rows)
 
 
 def _require_positive(name: str, value: object, unit: str) -> None:

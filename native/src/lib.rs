@@ -13,6 +13,7 @@
 //! queue; a multiclass one adds 8 bytes per class in a shared arena.
 
 mod guard;
+mod registry;
 mod side;
 
 use std::collections::HashMap;
@@ -20,10 +21,14 @@ use std::collections::HashMap;
 use compact_str::CompactString;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PySet, PyString, PyTuple};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 use guard::Guard;
+use registry::Numbers;
 use side::{Side, Taken};
+
+type ModelName = (CompactString, CompactString);
+type Names = Box<[CompactString]>;
 
 /// No classes (a binary prediction), or no model (an outcome).
 const NONE: u32 = u32::MAX;
@@ -113,15 +118,40 @@ pub struct JoinCore {
     arena: Arena,
     prediction_name: Py<PyString>,
     outcome_name: Py<PyString>,
+    models: Numbers<ModelName>,
+    classes: Numbers<Names>,
+    segments: Numbers<Names>,
+    model_key_type: Py<PyAny>,
 }
 
-fn optional_model(py: Python<'_>, model: u32) -> Py<PyAny> {
-    if model == NONE {
-        py.None()
-    } else {
-        model.into_pyobject(py).expect("u32 converts").into_any().unbind()
-    }
+/// What adding a record did, before it becomes Python values.
+enum Added<P> {
+    Held,
+    Duplicate,
+    Joined { partner: Taken<P>, forgotten: usize },
+    Evicted(Vec<Dropped>),
 }
+
+/// A prediction to add; its numbers are already held once for it.
+struct NewPrediction<'a> {
+    id: &'a str,
+    timestamp_ms: i64,
+    model: u32,
+    classes: u32,
+    segment: u32,
+    probability: Option<f64>,
+    probabilities: Option<&'a [f64]>,
+}
+
+fn names(tuple: &Bound<'_, PyAny>) -> PyResult<Names> {
+    let tuple = tuple.cast::<PyTuple>()?;
+    tuple
+        .iter()
+        .map(|item| Ok(CompactString::from(item.cast::<PyString>()?.to_str()?)))
+        .collect()
+}
+
+
 
 impl JoinCore {
     fn advance(&mut self, now_ms: i64) {
@@ -135,11 +165,14 @@ impl JoinCore {
 
     fn collect(&mut self) {
         let clock_ms = self.clock_ms;
-        let (arena, expired) = (&mut self.arena, &mut self.expired);
-        self.predictions.pop_due(clock_ms, &mut |taken: Taken<PredictionData>| {
-            arena.release(&taken.data);
-            expired.push(Dropped { outcome: false, id: taken.id, model: taken.data.model });
-        });
+        let mut due = Vec::new();
+        self.predictions.pop_due(clock_ms, &mut |taken: Taken<PredictionData>| due.push(taken));
+        for taken in due {
+            // The backlog entry keeps the model's number; the rest is let go.
+            self.release_details(&taken.data);
+            self.expired.push(Dropped { outcome: false, id: taken.id, model: taken.data.model });
+        }
+        let expired = &mut self.expired;
         self.outcomes.pop_due(clock_ms, &mut |taken: Taken<Option<Py<PyAny>>>| {
             expired.push(Dropped { outcome: true, id: taken.id, model: NONE });
         });
@@ -176,36 +209,138 @@ impl JoinCore {
         forgotten
     }
 
-    fn dropped_tuple(&self, py: Python<'_>, entry: &Dropped) -> PyResult<Py<PyAny>> {
+    /// Let go of a prediction's classes, segment and probabilities.
+    fn release_details(&mut self, data: &PredictionData) {
+        if data.classes != NONE {
+            self.classes.release(data.classes);
+        }
+        self.segments.release(data.segment);
+        self.arena.release(data);
+    }
+
+    /// Let go of everything a prediction held.
+    fn release_prediction(&mut self, data: &PredictionData) {
+        self.models.release(data.model);
+        self.release_details(data);
+    }
+
+    fn release_new(&mut self, prediction: &NewPrediction<'_>) {
+        self.models.release(prediction.model);
+        if prediction.classes != NONE {
+            self.classes.release(prediction.classes);
+        }
+        self.segments.release(prediction.segment);
+    }
+
+    fn add_prediction_record(
+        &mut self,
+        prediction: NewPrediction<'_>,
+        now_ms: i64,
+    ) -> PyResult<Added<Option<Py<PyAny>>>> {
+        self.advance(now_ms);
+        let id = prediction.id;
+        if self.guard.contains(id) || self.predictions.contains(id) {
+            self.release_new(&prediction);
+            return Ok(Added::Duplicate);
+        }
+        if let Some(outcome) = self.outcomes.take(id) {
+            self.release_new(&prediction);
+            let forgotten = self.remember_joined(CompactString::from(id));
+            return Ok(Added::Joined { partner: outcome, forgotten });
+        }
+        let deadline_ms = prediction.timestamp_ms.saturating_add(self.predictions.ttl_ms);
+        if deadline_ms <= self.clock_ms {
+            if prediction.classes != NONE {
+                self.classes.release(prediction.classes);
+            }
+            self.segments.release(prediction.segment);
+            self.expired.push(Dropped { outcome: false, id: id.into(), model: prediction.model });
+            return Ok(Added::Held);
+        }
+        let data = self.prediction_data(&prediction)?;
+        self.predictions.add(id, prediction.timestamp_ms, data);
+        if deadline_ms < self.next_deadline_ms {
+            self.next_deadline_ms = deadline_ms;
+        }
+        if self.predictions.len() <= self.max_pending {
+            return Ok(Added::Held);
+        }
+        let mut evicted = Vec::new();
+        while self.predictions.len() > self.max_pending {
+            let Some(oldest) = self.predictions.pop_oldest() else { break };
+            self.release_details(&oldest.data);
+            evicted.push(Dropped { outcome: false, id: oldest.id, model: oldest.data.model });
+        }
+        Ok(Added::Evicted(evicted))
+    }
+
+    /// Add an outcome; a joined partner's numbers stay held for the caller,
+    /// who lets them go with `release_prediction`.
+    fn add_outcome_record(
+        &mut self,
+        id: &str,
+        label: impl FnOnce() -> Py<PyAny>,
+        timestamp_ms: i64,
+        now_ms: i64,
+    ) -> Added<PredictionData> {
+        self.advance(now_ms);
+        if self.guard.contains(id) || self.outcomes.contains(id) {
+            return Added::Duplicate;
+        }
+        if let Some(prediction) = self.predictions.take(id) {
+            let forgotten = self.remember_joined(CompactString::from(id));
+            return Added::Joined { partner: prediction, forgotten };
+        }
+        let deadline_ms = timestamp_ms.saturating_add(self.outcomes.ttl_ms);
+        if deadline_ms <= self.clock_ms {
+            self.expired.push(Dropped { outcome: true, id: id.into(), model: NONE });
+            return Added::Held;
+        }
+        self.outcomes.add(id, timestamp_ms, Some(label()));
+        if deadline_ms < self.next_deadline_ms {
+            self.next_deadline_ms = deadline_ms;
+        }
+        if self.outcomes.len() <= self.max_pending {
+            return Added::Held;
+        }
+        let mut evicted = Vec::new();
+        while self.outcomes.len() > self.max_pending {
+            let Some(oldest) = self.outcomes.pop_oldest() else { break };
+            evicted.push(Dropped { outcome: true, id: oldest.id, model: NONE });
+        }
+        Added::Evicted(evicted)
+    }
+
+    /// `(side, event_id, model key or None)`; `release` lets go of the model.
+    fn dropped_tuple(&mut self, py: Python<'_>, entry: &Dropped, release: bool) -> PyResult<Py<PyAny>> {
         let side = if entry.outcome { &self.outcome_name } else { &self.prediction_name };
+        let model = if entry.model == NONE {
+            py.None()
+        } else {
+            let object = self.models.object(py, entry.model);
+            if release {
+                self.models.release(entry.model);
+            }
+            object
+        };
         let tuple = PyTuple::new(
             py,
-            [
-                side.clone_ref(py).into_any(),
-                PyString::new(py, &entry.id).into_any().unbind(),
-                optional_model(py, entry.model),
-            ],
+            [side.clone_ref(py).into_any(), PyString::new(py, &entry.id).into_any().unbind(), model],
         )?;
         Ok(tuple.into_any().unbind())
     }
 
-    fn evictions(&self, py: Python<'_>, dropped: Vec<Dropped>) -> PyResult<Py<PyAny>> {
-        let rows = dropped
-            .iter()
-            .map(|entry| self.dropped_tuple(py, entry))
-            .collect::<PyResult<Vec<_>>>()?;
+    fn dropped_list(&mut self, py: Python<'_>, dropped: &[Dropped], release: bool) -> PyResult<Py<PyAny>> {
+        let mut rows = Vec::with_capacity(dropped.len());
+        for entry in dropped {
+            rows.push(self.dropped_tuple(py, entry, release)?);
+        }
         Ok(PyList::new(py, rows)?.into_any().unbind())
     }
 
-    fn prediction_data(
-        &mut self,
-        model: u32,
-        probability: Option<f64>,
-        probabilities: Option<Vec<f64>>,
-        classes: u32,
-        segment: u32,
-    ) -> PyResult<PredictionData> {
-        let (value, probabilities_len) = match probabilities {
+    fn prediction_data(&mut self, prediction: &NewPrediction<'_>) -> PyResult<PredictionData> {
+        let probability = prediction.probability;
+        let (value, probabilities_len) = match prediction.probabilities {
             None => (probability.unwrap_or(0.0).to_bits(), NO_PROBABILITIES),
             Some(values) => {
                 let len = u16::try_from(values.len())
@@ -214,71 +349,113 @@ impl JoinCore {
                     .ok_or_else(|| PyValueError::new_err("a prediction has too many classes"))?;
                 let at = match probability {
                     Some(probability) => {
-                        let run: Vec<f64> = std::iter::once(probability).chain(values).collect();
+                        let run: Vec<f64> = std::iter::once(probability).chain(values.iter().copied()).collect();
                         self.arena.alloc(&run)
                     }
-                    None => self.arena.alloc(&values),
+                    None => self.arena.alloc(values),
                 };
                 (at, len)
             }
         };
         Ok(PredictionData {
             value,
-            model,
-            classes,
-            segment,
+            model: prediction.model,
+            classes: prediction.classes,
+            segment: prediction.segment,
             probabilities_len,
             has_probability: probability.is_some(),
         })
     }
 
-    /// `(model, timestamp_ms, probability, probabilities, classes, segment)`.
+    fn probability_and_probabilities(&self, data: &PredictionData) -> (Option<f64>, Option<&[f64]>) {
+        if data.probabilities_len == NO_PROBABILITIES {
+            return (data.has_probability.then(|| f64::from_bits(data.value)), None);
+        }
+        let run = self.arena.run(data);
+        if data.has_probability {
+            (Some(run[0]), Some(&run[1..]))
+        } else {
+            (None, Some(run))
+        }
+    }
+
+    /// `(model, timestamp_ms, probability, probabilities, classes, segment)`
+    /// as Python values.
     fn prediction_fields(
         &self,
         py: Python<'_>,
         timestamp_ms: i64,
         data: &PredictionData,
     ) -> PyResult<Vec<Py<PyAny>>> {
-        let (probability, probabilities) = if data.probabilities_len == NO_PROBABILITIES {
-            (data.has_probability.then(|| f64::from_bits(data.value)), None)
-        } else {
-            let run = self.arena.run(data);
-            let (probability, rest) = if data.has_probability {
-                (Some(run[0]), &run[1..])
-            } else {
-                (None, run)
-            };
-            (probability, Some(PyTuple::new(py, rest)?))
-        };
+        let (probability, probabilities) = self.probability_and_probabilities(data);
         let probability = match probability {
             Some(probability) => probability.into_pyobject(py)?.into_any().unbind(),
             None => py.None(),
         };
         let probabilities = match probabilities {
-            Some(tuple) => tuple.into_any().unbind(),
+            Some(values) => PyTuple::new(py, values)?.into_any().unbind(),
             None => py.None(),
         };
+        let classes = if data.classes == NONE { py.None() } else { self.classes.object(py, data.classes) };
         Ok(vec![
-            data.model.into_pyobject(py)?.into_any().unbind(),
+            self.models.object(py, data.model),
             timestamp_ms.into_pyobject(py)?.into_any().unbind(),
             probability,
             probabilities,
-            optional_model(py, data.classes),
-            data.segment.into_pyobject(py)?.into_any().unbind(),
+            classes,
+            self.segments.object(py, data.segment),
         ])
+    }
+
+    /// Hold the numbers of a Python prediction's model, classes and segment.
+    fn hold_python(
+        &mut self,
+        model: &Bound<'_, PyAny>,
+        classes: &Bound<'_, PyAny>,
+        segment: &Bound<'_, PyAny>,
+    ) -> PyResult<(u32, u32, u32)> {
+        let model_tuple = model.cast::<PyTuple>()?;
+        let name: ModelName = (
+            CompactString::from(model_tuple.get_item(0)?.cast::<PyString>()?.to_str()?),
+            CompactString::from(model_tuple.get_item(1)?.cast::<PyString>()?.to_str()?),
+        );
+        let model_number = self.models.hold(name, || Ok(model.clone().unbind()))?;
+        let classes_number = if classes.is_none() {
+            NONE
+        } else {
+            match names(classes).and_then(|key| self.classes.hold(key, || Ok(classes.clone().unbind()))) {
+                Ok(number) => number,
+                Err(error) => {
+                    self.models.release(model_number);
+                    return Err(error);
+                }
+            }
+        };
+        let segment_number = match names(segment).and_then(|key| self.segments.hold(key, || Ok(segment.clone().unbind()))) {
+            Ok(number) => number,
+            Err(error) => {
+                self.models.release(model_number);
+                if classes_number != NONE {
+                    self.classes.release(classes_number);
+                }
+                return Err(error);
+            }
+        };
+        Ok((model_number, classes_number, segment_number))
     }
 }
 
 #[pymethods]
 impl JoinCore {
     #[new]
-    #[pyo3(signature = (prediction_ttl_ms, outcome_ttl_ms, max_pending, duplicate_guard_ttl_ms, index_slack = side::INDEX_SLACK))]
+    #[pyo3(signature = (prediction_ttl_ms, outcome_ttl_ms, max_pending, duplicate_guard_ttl_ms, model_key_type, index_slack = side::INDEX_SLACK))]
     fn new(
         py: Python<'_>,
         prediction_ttl_ms: i64,
         outcome_ttl_ms: i64,
         max_pending: usize,
         duplicate_guard_ttl_ms: i64,
+        model_key_type: Py<PyAny>,
         index_slack: usize,
     ) -> Self {
         JoinCore {
@@ -293,6 +470,10 @@ impl JoinCore {
             arena: Arena::default(),
             prediction_name: PyString::intern(py, "prediction").unbind(),
             outcome_name: PyString::intern(py, "outcome").unbind(),
+            models: Numbers::new(),
+            classes: Numbers::new(),
+            segments: Numbers::new(),
+            model_key_type,
         }
     }
 
@@ -311,6 +492,11 @@ impl JoinCore {
         self.guard.len()
     }
 
+    /// Values the number tables hold: (models, class tuples, segments).
+    fn numbered(&self) -> (usize, usize, usize) {
+        (self.models.len(), self.classes.len(), self.segments.len())
+    }
+
     /// None: held (or straight to the backlog); True: a duplicate; a tuple
     /// `(label, outcome_timestamp_ms, guard_evictions)`: joined with the
     /// pending outcome; a list of `(side, event_id, model)`: held, and these
@@ -321,51 +507,41 @@ impl JoinCore {
         &mut self,
         py: Python<'_>,
         event_id: &str,
-        model: u32,
+        model: &Bound<'_, PyAny>,
         timestamp_ms: i64,
         probability: Option<f64>,
         probabilities: Option<Vec<f64>>,
-        classes: u32,
-        segment: u32,
+        classes: &Bound<'_, PyAny>,
+        segment: &Bound<'_, PyAny>,
         now_ms: i64,
     ) -> PyResult<Py<PyAny>> {
-        self.advance(now_ms);
-        if self.guard.contains(event_id) || self.predictions.contains(event_id) {
-            return Ok(true.into_pyobject(py)?.to_owned().into_any().unbind());
+        let (model, classes, segment) = self.hold_python(model, classes, segment)?;
+        let prediction = NewPrediction {
+            id: event_id,
+            timestamp_ms,
+            model,
+            classes,
+            segment,
+            probability,
+            probabilities: probabilities.as_deref(),
+        };
+        match self.add_prediction_record(prediction, now_ms)? {
+            Added::Held => Ok(py.None()),
+            Added::Duplicate => Ok(true.into_pyobject(py)?.to_owned().into_any().unbind()),
+            Added::Joined { partner, forgotten } => {
+                let label = partner.data.unwrap_or_else(|| py.None());
+                let tuple = PyTuple::new(
+                    py,
+                    [
+                        label,
+                        partner.timestamp_ms.into_pyobject(py)?.into_any().unbind(),
+                        forgotten.into_pyobject(py)?.into_any().unbind(),
+                    ],
+                )?;
+                Ok(tuple.into_any().unbind())
+            }
+            Added::Evicted(evicted) => self.dropped_list(py, &evicted, true),
         }
-        if let Some(outcome) = self.outcomes.take(event_id) {
-            let forgotten = self.remember_joined(outcome.id);
-            let label = outcome.data.unwrap_or_else(|| py.None());
-            let tuple = PyTuple::new(
-                py,
-                [
-                    label,
-                    outcome.timestamp_ms.into_pyobject(py)?.into_any().unbind(),
-                    forgotten.into_pyobject(py)?.into_any().unbind(),
-                ],
-            )?;
-            return Ok(tuple.into_any().unbind());
-        }
-        let deadline_ms = timestamp_ms.saturating_add(self.predictions.ttl_ms);
-        if deadline_ms <= self.clock_ms {
-            self.expired.push(Dropped { outcome: false, id: event_id.into(), model });
-            return Ok(py.None());
-        }
-        let data = self.prediction_data(model, probability, probabilities, classes, segment)?;
-        self.predictions.add(event_id, timestamp_ms, data);
-        if deadline_ms < self.next_deadline_ms {
-            self.next_deadline_ms = deadline_ms;
-        }
-        if self.predictions.len() <= self.max_pending {
-            return Ok(py.None());
-        }
-        let mut evicted = Vec::new();
-        while self.predictions.len() > self.max_pending {
-            let Some(oldest) = self.predictions.pop_oldest() else { break };
-            self.arena.release(&oldest.data);
-            evicted.push(Dropped { outcome: false, id: oldest.id, model: oldest.data.model });
-        }
-        self.evictions(py, evicted)
     }
 
     /// None: held (or straight to the backlog); True: a duplicate; a tuple
@@ -380,35 +556,18 @@ impl JoinCore {
         timestamp_ms: i64,
         now_ms: i64,
     ) -> PyResult<Py<PyAny>> {
-        self.advance(now_ms);
-        if self.guard.contains(event_id) || self.outcomes.contains(event_id) {
-            return Ok(true.into_pyobject(py)?.to_owned().into_any().unbind());
+        match self.add_outcome_record(event_id, || label, timestamp_ms, now_ms) {
+            Added::Held => Ok(py.None()),
+            Added::Duplicate => Ok(true.into_pyobject(py)?.to_owned().into_any().unbind()),
+            Added::Joined { partner, forgotten } => {
+                let fields = self.prediction_fields(py, partner.timestamp_ms, &partner.data);
+                self.release_prediction(&partner.data);
+                let mut fields = fields?;
+                fields.push(forgotten.into_pyobject(py)?.into_any().unbind());
+                Ok(PyTuple::new(py, fields)?.into_any().unbind())
+            }
+            Added::Evicted(evicted) => self.dropped_list(py, &evicted, true),
         }
-        if let Some(prediction) = self.predictions.take(event_id) {
-            let mut fields = self.prediction_fields(py, prediction.timestamp_ms, &prediction.data)?;
-            self.arena.release(&prediction.data);
-            let forgotten = self.remember_joined(prediction.id);
-            fields.push(forgotten.into_pyobject(py)?.into_any().unbind());
-            return Ok(PyTuple::new(py, fields)?.into_any().unbind());
-        }
-        let deadline_ms = timestamp_ms.saturating_add(self.outcomes.ttl_ms);
-        if deadline_ms <= self.clock_ms {
-            self.expired.push(Dropped { outcome: true, id: event_id.into(), model: NONE });
-            return Ok(py.None());
-        }
-        self.outcomes.add(event_id, timestamp_ms, Some(label));
-        if deadline_ms < self.next_deadline_ms {
-            self.next_deadline_ms = deadline_ms;
-        }
-        if self.outcomes.len() <= self.max_pending {
-            return Ok(py.None());
-        }
-        let mut evicted = Vec::new();
-        while self.outcomes.len() > self.max_pending {
-            let Some(oldest) = self.outcomes.pop_oldest() else { break };
-            evicted.push(Dropped { outcome: true, id: oldest.id, model: NONE });
-        }
-        self.evictions(py, evicted)
     }
 
     /// Advance the clock and return the expired backlog as
@@ -416,10 +575,10 @@ impl JoinCore {
     fn expire(&mut self, py: Python<'_>, now_ms: i64) -> PyResult<Py<PyAny>> {
         self.advance(now_ms);
         let expired = std::mem::take(&mut self.expired);
-        self.evictions(py, expired)
+        self.dropped_list(py, &expired, true)
     }
 
-    /// Pending predictions per model number.
+    /// Pending predictions per model key.
     fn pending_by_model<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let mut counts: HashMap<u32, usize> = HashMap::new();
         for slot in self.predictions.live_slots() {
@@ -427,7 +586,7 @@ impl JoinCore {
         }
         let found = PyDict::new(py);
         for (model, count) in counts {
-            found.set_item(model, count)?;
+            found.set_item(self.models.object(py, model), count)?;
         }
         Ok(found)
     }
@@ -489,13 +648,11 @@ impl JoinCore {
     }
 
     /// The expired backlog not yet returned: `(side, event_id, model)`.
-    fn expired_rows(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let rows = self
-            .expired
-            .iter()
-            .map(|entry| self.dropped_tuple(py, entry))
-            .collect::<PyResult<Vec<_>>>()?;
-        Ok(PyList::new(py, rows)?.into_any().unbind())
+    fn expired_rows(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let expired = std::mem::take(&mut self.expired);
+        let rows = self.dropped_list(py, &expired, false);
+        self.expired = expired;
+        rows
     }
 
     /// True when `event_id` is pending on either side.
@@ -522,16 +679,33 @@ impl JoinCore {
     fn restore_prediction(
         &mut self,
         event_id: &str,
-        model: u32,
+        model: &Bound<'_, PyAny>,
         timestamp_ms: i64,
         probability: Option<f64>,
         probabilities: Option<Vec<f64>>,
-        classes: u32,
-        segment: u32,
+        classes: &Bound<'_, PyAny>,
+        segment: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        let data = self.prediction_data(model, probability, probabilities, classes, segment)?;
-        self.predictions.add(event_id, timestamp_ms, data);
-        Ok(())
+        let (model, classes, segment) = self.hold_python(model, classes, segment)?;
+        let prediction = NewPrediction {
+            id: event_id,
+            timestamp_ms,
+            model,
+            classes,
+            segment,
+            probability,
+            probabilities: probabilities.as_deref(),
+        };
+        match self.prediction_data(&prediction) {
+            Ok(data) => {
+                self.predictions.add(event_id, timestamp_ms, data);
+                Ok(())
+            }
+            Err(error) => {
+                self.release_new(&prediction);
+                Err(error)
+            }
+        }
     }
 
     fn restore_outcome(&mut self, event_id: &str, label: Py<PyAny>, timestamp_ms: i64) {
@@ -542,53 +716,28 @@ impl JoinCore {
         self.guard.push(event_id.into(), joined_at_ms);
     }
 
-    #[pyo3(signature = (outcome, event_id, model))]
-    fn restore_expired(&mut self, outcome: bool, event_id: &str, model: Option<u32>) {
-        self.expired.push(Dropped { outcome, id: event_id.into(), model: model.unwrap_or(NONE) });
+    fn restore_expired(
+        &mut self,
+        outcome: bool,
+        event_id: &str,
+        model: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let number = if model.is_none() {
+            NONE
+        } else {
+            let model_tuple = model.cast::<PyTuple>()?;
+            let name: ModelName = (
+                CompactString::from(model_tuple.get_item(0)?.cast::<PyString>()?.to_str()?),
+                CompactString::from(model_tuple.get_item(1)?.cast::<PyString>()?.to_str()?),
+            );
+            self.models.hold(name, || Ok(model.clone().unbind()))?
+        };
+        self.expired.push(Dropped { outcome, id: event_id.into(), model: number });
+        Ok(())
     }
 
     fn finish_restore(&mut self) {
         self.next_deadline_ms = self.earliest_deadline_ms();
-    }
-
-    // -- the wrapper's tables of model keys, classes and segments ----------
-
-    /// The model, classes and segment numbers in use: three sets.
-    fn numbers_in_use<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        let (models, classes, segments) = (PySet::empty(py)?, PySet::empty(py)?, PySet::empty(py)?);
-        for slot in self.predictions.live_slots() {
-            models.add(slot.data.model)?;
-            if slot.data.classes != NONE {
-                classes.add(slot.data.classes)?;
-            }
-            segments.add(slot.data.segment)?;
-        }
-        for entry in self.expired.iter().filter(|e| e.model != NONE) {
-            models.add(entry.model)?;
-        }
-        PyTuple::new(py, [models, classes, segments])
-    }
-
-    /// Renumber after the wrapper compacted its tables: `old -> new` maps.
-    fn renumber(
-        &mut self,
-        models: HashMap<u32, u32>,
-        classes: HashMap<u32, u32>,
-        segments: HashMap<u32, u32>,
-    ) -> PyResult<()> {
-        let missing = || PyValueError::new_err("renumber: a number in use has no new number");
-        for slot in self.predictions.live_slots_mut() {
-            let data = &mut slot.data;
-            data.model = *models.get(&data.model).ok_or_else(missing)?;
-            if data.classes != NONE {
-                data.classes = *classes.get(&data.classes).ok_or_else(missing)?;
-            }
-            data.segment = *segments.get(&data.segment).ok_or_else(missing)?;
-        }
-        for entry in self.expired.iter_mut().filter(|e| e.model != NONE) {
-            entry.model = *models.get(&entry.model).ok_or_else(missing)?;
-        }
-        Ok(())
     }
 
     /// Bytes of native memory held (allocated capacity, an upper bound of use).
@@ -605,7 +754,6 @@ impl JoinCore {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<JoinCore>()?;
     m.add("INDEX_SLACK", side::INDEX_SLACK)?;
-    m.add("NONE", NONE)?;
     m.add(
         "PREDICTION_SLOT_BYTES",
         std::mem::size_of::<side::Slot<PredictionData>>(),

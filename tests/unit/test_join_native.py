@@ -1,18 +1,16 @@
 """The join's native storage: records come back as they went in, memory is
-released, and the numbers standing for model keys, classes and segments are
-reclaimed without mixing them up."""
+released, and the counted numbers standing for model keys, classes and
+segments are forgotten with their last holder, without mixing them up."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
-from unittest import mock
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamer import _native
-from streamer import join as join_module
 from streamer.events import ModelKey, Outcome, Prediction
 from streamer.join import EventJoin
 
@@ -60,24 +58,22 @@ labels = st.one_of(st.booleans(), st.integers(-(2**70), 2**70), st.text(max_size
 def test_each_prediction_comes_back_as_it_went_in(
     held: list[Prediction], order: Any, checkpoint_every: int, label: Any
 ) -> None:
-    # A table slack of 1 makes every expire() compact and renumber the tables.
-    with mock.patch.object(join_module, "_TABLE_SLACK", 1):
-        join = EventJoin(**OPTIONS)
-        for prediction in held:
-            assert join.add_prediction(prediction, now_ms=0).joined is None
-        outcomes = [Outcome(p.event_id, label, 7) for p in held]
-        order.shuffle(outcomes)
-        by_id = {p.event_id: p for p in held}
-        for count, outcome in enumerate(outcomes, start=1):
-            step = join.add_outcome(outcome, now_ms=0)
-            assert step.joined == (by_id[outcome.event_id], outcome)
-            assert join.expire(0) == []
-            if count % checkpoint_every == 0:
-                state = json.loads(json.dumps(join.to_state()))
-                join = EventJoin.from_state(state, **OPTIONS)
-                assert join.to_state() == state
-        assert join.pending_predictions == 0
-        assert join.duplicate_guard_size == len(held)
+    join = EventJoin(**OPTIONS)
+    for prediction in held:
+        assert join.add_prediction(prediction, now_ms=0).joined is None
+    outcomes = [Outcome(p.event_id, label, 7) for p in held]
+    order.shuffle(outcomes)
+    by_id = {p.event_id: p for p in held}
+    for count, outcome in enumerate(outcomes, start=1):
+        step = join.add_outcome(outcome, now_ms=0)
+        assert step.joined == (by_id[outcome.event_id], outcome)
+        assert join.expire(0) == []
+        if count % checkpoint_every == 0:
+            state = json.loads(json.dumps(join.to_state()))
+            join = EventJoin.from_state(state, **OPTIONS)
+            assert join.to_state() == state
+    assert join.pending_predictions == 0
+    assert join.duplicate_guard_size == len(held)
 
 
 @settings(max_examples=100, deadline=None)
@@ -102,28 +98,46 @@ def test_each_pending_outcome_comes_back_as_it_went_in(
         assert step.joined[1] == outcome
 
 
-def test_numbers_of_values_no_longer_held_are_reclaimed() -> None:
+def test_numbers_are_forgotten_with_their_last_holder() -> None:
     join = EventJoin(**OPTIONS)
     kept = Prediction("kept", ModelKey("kept", "1"), 0, 0.3, segment=("eu",))
     join.add_prediction(kept, now_ms=0)
-    for index in range(3 * join_module._TABLE_SLACK):
+    for index in range(5000):
         event_id = f"e-{index}"
         model = ModelKey(f"model-{index}", "")
         classes = (f"a-{index}", f"b-{index}")
+        late = Prediction(f"late-{index}", model, 0, 0.5, segment=(f"x{index}",))
+        join.add_prediction(
+            Prediction(event_id, model, 0, None, classes, (0.5, 0.5), (str(index),)),
+            now_ms=0,
+        )
+        # a duplicate, a pair, an eviction-free expiry: each lets its numbers go
         join.add_prediction(
             Prediction(event_id, model, 0, None, classes, (0.5, 0.5), (str(index),)),
             now_ms=0,
         )
         join.add_outcome(Outcome(event_id, classes[0], 0), now_ms=0)
-    join.expire(0)
+        join.add_prediction(late, now_ms=0)
+        join.add_outcome(Outcome(late.event_id, 1, 0), now_ms=0)
 
-    # Only the one prediction still held keeps numbers (plus none for classes).
-    assert len(join._models.values) == 1
-    assert len(join._classes.values) == 0
-    assert len(join._segments.values) == 1
+    # Only the one prediction still held keeps numbers: its model and segment.
+    assert join._core.numbered() == (1, 0, 1)
     step = join.add_outcome(Outcome("kept", 1, 0), now_ms=0)
     assert step.joined is not None
     assert step.joined[0] == kept
+    assert join._core.numbered() == (0, 0, 0)
+
+
+def test_an_expired_prediction_keeps_its_model_until_returned() -> None:
+    join = EventJoin(prediction_ttl_ms=10, outcome_ttl_ms=10, max_pending=10)
+    fraud = ModelKey("fraud", "7")
+    join.add_prediction(Prediction("a", fraud, 0, 0.2, segment=("eu",)), now_ms=0)
+    join.add_prediction(Prediction("b", fraud, 0, 0.2), now_ms=20)  # already due
+    state = join.to_state()
+    assert [row[2] for row in state["expired"]] == ["fraud", "fraud"]
+    assert join._core.numbered() == (1, 0, 0)
+    assert [entry.model for entry in join.expire(20)] == [fraud, fraud]
+    assert join._core.numbered() == (0, 0, 0)
 
 
 def test_native_memory_is_released_after_pairs_join() -> None:
