@@ -1,5 +1,6 @@
 """Types of the compiled core (native/src/lib.rs); see streamer/join.py."""
 
+from collections.abc import Callable
 from typing import Any
 
 from streamer.events import ModelKey
@@ -17,7 +18,6 @@ class JoinCore:
         outcome_ttl_ms: int,
         max_pending: int,
         duplicate_guard_ttl_ms: int,
-        model_key_type: type[ModelKey],
         index_slack: int = ...,
     ) -> None: ...
     def numbered(self) -> tuple[int, int, int]: ...
@@ -77,3 +77,40 @@ class JoinCore:
     ) -> None: ...
     def finish_restore(self) -> None: ...
     def heap_bytes(self) -> int: ...
+
+class Router:
+    admitted_models: int
+    def __init__(
+        self,
+        fields: tuple[str, str, str, str, str, str, str, str],
+        sum_tolerance: float,
+        segment_keys: list[str],
+        predictions_topic: str,
+        segment_admit: Callable[[tuple[str, ...]], tuple[str, ...]] | None,
+        labels: dict[str, tuple[str | None, str | None]],
+        model_key_type: type[ModelKey],
+    ) -> None: ...
+    def admit(self, model: ModelKey) -> None: ...
+    def begin(self, latest_valid_ms: int) -> None: ...
+    def process(
+        self, messages: list[Any], start: int, partitions: dict[int, Any]
+    ) -> int: ...
+    def take(self) -> dict[str, Any]: ...
+    def decode_prediction(
+        self, value: bytes | None, key: bytes | None, kafka_timestamp_ms: int | None
+    ) -> (
+        tuple[
+            str,
+            str,
+            str,
+            int,
+            float | None,
+            tuple[str, ...] | None,
+            tuple[float, ...] | None,
+            tuple[str, ...],
+        ]
+        | None
+    ): ...
+    def decode_outcome(
+        self, value: bytes | None, key: bytes | None, kafka_timestamp_ms: int | None
+    ) -> tuple[str, bool | int | str, int] | None: ...

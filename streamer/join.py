@@ -272,7 +272,6 @@ class EventJoin:
             outcome_ttl_ms,
             max_pending,
             duplicate_guard_ttl_ms,
-            ModelKey,
             index_slack=_INDEX_SLACK,
         )
 

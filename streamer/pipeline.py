@@ -24,10 +24,11 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from streamer import _native
 from streamer.batches import JoinedBatch, PredictionBatch, judge
 from streamer.columns import (
     CALIBRATION_COLUMNS,
@@ -130,10 +131,22 @@ class WindowRow:
 
 
 class Pipeline:
-    """The live state and the one-way flow through it; thread-safe."""
+    """The live state and the one-way flow through it; thread-safe.
+
+    With ``native`` (the default) the common messages take the compiled path
+    (``native/src/batch.rs``): decoded, joined and judged without Python
+    objects. Every message that path is not sure of (an invalid one, an ISO
+    timestamp in an unusual form, a model seen for the first time, ...) goes
+    through the Python path below, in order, so the result is the same;
+    ``native=False`` sends every message through Python (tests compare the two).
+    """
 
     def __init__(
-        self, config: Config, *, wall_clock_ms: Callable[[], int] | None = None
+        self,
+        config: Config,
+        *,
+        wall_clock_ms: Callable[[], int] | None = None,
+        native: bool = True,
     ) -> None:
         self.config = config
         self.specs: tuple[WindowSpec, ...] = config.windows.specs()
@@ -173,6 +186,29 @@ class Pipeline:
         )
         self._latest_valid_ms = 0
         self._invalid_batch: list[tuple[MessageLike, str]] = []
+        fields = config.fields
+        self._router = _native.Router(
+            (
+                fields.event_id,
+                fields.model,
+                fields.model_version,
+                fields.timestamp,
+                fields.probability,
+                fields.probabilities,
+                fields.label,
+                fields.segment,
+            ),
+            config.scoring.probability_sum_tolerance,
+            list(config.segments.keys),
+            config.kafka.predictions_topic,
+            self.segments.admit if config.segments.keys else None,
+            {
+                name: (model.positive_label, model.negative_label)
+                for name, model in config.models.items()
+            },
+            ModelKey,
+        )
+        self.native = native
         self._invalid_log = RateLimitedLog(
             log, "invalid message", INVALID_LOG_INTERVAL_S
         )
@@ -257,16 +293,105 @@ class Pipeline:
                 JoinedBatch
             )
             touched: set[int] = set()
-            for message in messages:
-                partition = message.partition() or 0
-                touched.add(partition)
-                self._route(message, partition, scored)
+            if self.native:
+                self._process_native(messages, scored, touched)
+            else:
+                for message in messages:
+                    partition = message.partition() or 0
+                    touched.add(partition)
+                    self._route(message, partition, scored)
             for partition in touched:
                 self._expire(partition)
             self._score(scored)
             self._score_predictions()
             self.last_message_wall_s = self._wall_clock_ms() / 1000
         return self._invalid_batch
+
+    def _process_native(
+        self,
+        messages: Sequence[MessageLike],
+        scored: defaultdict[tuple[int, SeriesKey], JoinedBatch],
+        touched: set[int],
+    ) -> None:
+        """The compiled path, handing each message it leaves to ``_route``.
+
+        What the compiled path gathered is merged before each message Python
+        takes, so every series sees its events in message order.
+        """
+        router = self._router
+        router.begin(self._latest_valid_ms)
+        batch = messages if type(messages) is list else list(messages)
+        index = 0
+        while True:
+            if router.admitted_models != len(self.known_models):
+                for model in self.known_models:
+                    router.admit(model)
+            index = router.process(batch, index, self.partitions)
+            self._merge(router.take(), batch, scored, touched)
+            if index >= len(batch):
+                return
+            message = batch[index]
+            partition = message.partition() or 0
+            touched.add(partition)
+            self._route(message, partition, scored)
+            index += 1
+
+    def _merge(
+        self,
+        gathered: dict[str, Any],
+        batch: Sequence[MessageLike],
+        scored: defaultdict[tuple[int, SeriesKey], JoinedBatch],
+        touched: set[int],
+    ) -> None:
+        """Add what the compiled path gathered to the batch and the counters."""
+        counters = self.counters
+        for model, count in gathered["predictions"]:
+            counters.predictions[model] += count
+        counters.outcomes += gathered["outcomes"]
+        for side in ("prediction", "outcome"):
+            if gathered[f"duplicate_{side}s"]:
+                counters.duplicates[side] += gathered[f"duplicate_{side}s"]
+        for side, model, count in gathered["evicted"]:
+            counters.evicted[(side, model)] += count
+        if gathered["guard_evictions"]:
+            counters.evicted[("duplicate_guard", None)] += gathered["guard_evictions"]
+        counters.redelivered += gathered["redelivered"]
+        touched.update(gathered["touched"])
+        for (
+            partition,
+            model,
+            segment,
+            timestamps_ms,
+            p_true,
+            delays_s,
+            scores,
+            positives,
+            squared_errors,
+        ) in gathered["joined"]:
+            joined = scored[(partition, (model, segment))]
+            joined.timestamps_ms.extend(timestamps_ms)
+            joined.p_true.extend(p_true)
+            joined.delays_s.extend(delays_s)
+            joined.scores.extend(scores)
+            joined.positives.extend(positives)
+            joined.squared_errors.extend(squared_errors)
+        for (
+            partition,
+            model,
+            segment,
+            timestamps_ms,
+            scores,
+            probabilities,
+            sizes,
+        ) in gathered["predicted"]:
+            predicted = self._predicted[(partition, (model, segment))]
+            predicted.timestamps_ms.extend(timestamps_ms)
+            predicted.scores.extend(scores)
+            predicted.probabilities.extend(probabilities)
+            predicted.sizes.extend(sizes)
+        outcomes_topic = self.config.kafka.outcomes_topic
+        for index, reason in gathered["invalid"]:
+            self._count_invalid(outcomes_topic, Invalid(reason), batch[index])
 
     def _route(
         self,

@@ -12,6 +12,8 @@
 //! 24 bytes is stored inline), about 10 bytes of index and 8 of deadline
 //! queue; a multiclass one adds 8 bytes per class in a shared arena.
 
+mod batch;
+mod decode;
 mod guard;
 mod registry;
 mod side;
@@ -121,7 +123,6 @@ pub struct JoinCore {
     models: Numbers<ModelName>,
     classes: Numbers<Names>,
     segments: Numbers<Names>,
-    model_key_type: Py<PyAny>,
 }
 
 /// What adding a record did, before it becomes Python values.
@@ -448,14 +449,13 @@ impl JoinCore {
 #[pymethods]
 impl JoinCore {
     #[new]
-    #[pyo3(signature = (prediction_ttl_ms, outcome_ttl_ms, max_pending, duplicate_guard_ttl_ms, model_key_type, index_slack = side::INDEX_SLACK))]
+    #[pyo3(signature = (prediction_ttl_ms, outcome_ttl_ms, max_pending, duplicate_guard_ttl_ms, index_slack = side::INDEX_SLACK))]
     fn new(
         py: Python<'_>,
         prediction_ttl_ms: i64,
         outcome_ttl_ms: i64,
         max_pending: usize,
         duplicate_guard_ttl_ms: i64,
-        model_key_type: Py<PyAny>,
         index_slack: usize,
     ) -> Self {
         JoinCore {
@@ -473,7 +473,6 @@ impl JoinCore {
             models: Numbers::new(),
             classes: Numbers::new(),
             segments: Numbers::new(),
-            model_key_type,
         }
     }
 
@@ -753,6 +752,7 @@ impl JoinCore {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<JoinCore>()?;
+    m.add_class::<batch::Router>()?;
     m.add("INDEX_SLACK", side::INDEX_SLACK)?;
     m.add(
         "PREDICTION_SLOT_BYTES",

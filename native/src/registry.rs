@@ -68,11 +68,6 @@ impl<K: Hash + Eq + Clone> Numbers<K> {
         }
     }
 
-    /// Another holder of a number already held.
-    pub fn hold_again(&mut self, number: u32) {
-        self.entries[number as usize].as_mut().expect("held").holders += 1;
-    }
-
     pub fn object(&self, py: Python<'_>, number: u32) -> Py<PyAny> {
         self.entries[number as usize].as_ref().expect("held").object.clone_ref(py)
     }

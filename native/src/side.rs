@@ -262,10 +262,6 @@ impl<T: Default> Side<T> {
         self.slots.iter().filter(|s| s.live)
     }
 
-    pub fn live_slots_mut(&mut self) -> impl Iterator<Item = &mut Slot<T>> {
-        self.slots.iter_mut().filter(|s| s.live)
-    }
-
     fn compact(&mut self) {
         let slots = &self.slots;
         let alive = |slot: u32, generation: u32| {

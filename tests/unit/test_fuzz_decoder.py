@@ -13,7 +13,10 @@ For every input, ``decode_prediction`` (with and without segment keys) and
 - return equal results for the same bytes twice;
 - agree with a second parser, Python's strict ``json``: not UTF-8 ->
   ``not_utf8``; not JSON -> ``invalid_json``; a valid record came from fields
-  of the contract's types and carries their values.
+  of the contract's types and carries their values;
+- agree with the compiled decoder (``native/src/decode.rs``): where it
+  decodes a message at all, it gives the very same record (it leaves the
+  rest to these functions).
 
 An unmutated valid message (README "Message contracts": binary and multiclass
 predictions, outcomes, every ISO-8601 form Python reads right) decodes to
@@ -48,6 +51,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from streamer import _native
 from streamer.config import FieldsConfig
 from streamer.events import ModelKey, Outcome, Prediction
 from streamer.records import Invalid, decode_outcome, decode_prediction
@@ -144,7 +148,65 @@ def _decode(
     assert twice == (prediction, outcome)
     assert repr(twice) == repr((prediction, outcome))  # -0.0 is not 0.0 here
     _check_against_python_json(value, key, kafka_ts, segment_keys, prediction, outcome)
+    _check_native(value, key, kafka_ts, tolerance, segment_keys, prediction, outcome)
     return prediction, outcome
+
+
+@functools.lru_cache(maxsize=64)
+def native_router(tolerance: float, segment_keys: tuple[str, ...]) -> _native.Router:
+    fields = tuple(getattr(FIELDS, name) for name in CONTRACT_FIELDS)
+    event_id, model, version, timestamp, probability, probabilities, segment, label = (
+        fields
+    )
+    return _native.Router(
+        (
+            event_id,
+            model,
+            version,
+            timestamp,
+            probability,
+            probabilities,
+            label,
+            segment,
+        ),
+        tolerance,
+        list(segment_keys),
+        "predictions",
+        None,
+        {},
+        ModelKey,
+    )
+
+
+def _check_native(
+    value: bytes | None,
+    key: bytes | None,
+    kafka_ts: int | None,
+    tolerance: float,
+    segment_keys: tuple[str, ...],
+    prediction: Prediction | Invalid,
+    outcome: Outcome | Invalid,
+) -> None:
+    """Where the compiled decoder decodes a message, the same record."""
+    router = native_router(tolerance, segment_keys)
+    fields = router.decode_prediction(value, key, kafka_ts)
+    if fields is not None:
+        event_id, model, version, timestamp_ms, p, classes, probabilities, segment = (
+            fields
+        )
+        native = Prediction(
+            event_id,
+            ModelKey(model, version),
+            timestamp_ms,
+            p,
+            classes,
+            probabilities,
+            segment,
+        )
+        assert repr(native) == repr(prediction)  # -0.0 and 1 vs 1.0 told apart
+    found = router.decode_outcome(value, key, kafka_ts)
+    if found is not None:
+        assert repr(Outcome(*found)) == repr(outcome)  # True is not 1
 
 
 def _check_invalid(result: object) -> None:
@@ -967,7 +1029,8 @@ def nudged(draw: Any, value: Any) -> Any:
     """``value`` one step over a boundary: 1.0 -> 1.0000000000000002, 128 -> 129."""
     if isinstance(value, Raw):  # a number written as 1E0 or 0e5
         number = as_number(value)
-        if number is None:
+        # No float is one step from an integer past the float range (1e309).
+        if number is None or not -(2**1023) < number < 2**1023:
             return swapped(draw, value)
         value = number
     if value is None:  # an optional field, present: empty, too long, a number

@@ -1,0 +1,323 @@
+//! The common shape of a prediction or outcome message, decoded without
+//! Python objects: the same result as `streamer/records.py`, or nothing.
+//!
+//! Every function here returns `None` for anything it is not sure to decode
+//! exactly as `records.py` does: invalid messages (whose reason the Python
+//! decoder gives), floats where a string is made of a number (Python's float
+//! repr), ISO timestamps in forms other than `YYYY-MM-DDTHH:MM:SS[.fff][Z|±HH:MM]`,
+//! probability sums too close to the tolerance to decide without `math.fsum`.
+//! The caller then hands the message to the Python decoder. So this module
+//! can only be faster, never different.
+
+use compact_str::{CompactString, ToCompactString};
+use serde_json::{Map, Value};
+
+/// Longest model name, version or segment value, in code points.
+const MAX_NAME_CHARS: usize = 128;
+/// 9999-12-31T23:59:59.999Z.
+const MAX_TIMESTAMP_MS: i64 = 253_402_300_799_999;
+const OTHER_SEGMENT: &str = "other";
+
+pub struct Fields {
+    pub event_id: String,
+    pub model: String,
+    pub model_version: String,
+    pub timestamp: String,
+    pub probability: String,
+    pub probabilities: String,
+    pub label: String,
+    pub segment: String,
+}
+
+pub struct DecodedPrediction {
+    pub id: CompactString,
+    pub model: CompactString,
+    pub version: CompactString,
+    pub timestamp_ms: i64,
+    pub probability: Option<f64>,
+    pub classes: Option<Vec<CompactString>>,
+    pub probabilities: Option<Vec<f64>>,
+    pub segment: Vec<CompactString>,
+}
+
+pub enum Label {
+    Bool(bool),
+    Int(i128),
+    Str(CompactString),
+}
+
+pub struct DecodedOutcome {
+    pub id: CompactString,
+    pub label: Label,
+    pub timestamp_ms: i64,
+}
+
+fn object(value: &[u8]) -> Option<Map<String, Value>> {
+    match serde_json::from_slice::<Value>(value).ok()? {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+fn integer_text(value: &Value) -> Option<CompactString> {
+    match value {
+        Value::Number(number) if number.is_i64() || number.is_u64() => {
+            Some(number.to_compact_string())
+        }
+        _ => None,
+    }
+}
+
+fn event_id(raw: Option<&Value>, key: Option<&[u8]>) -> Option<CompactString> {
+    match raw {
+        Some(Value::String(text)) if !text.is_empty() => Some(text.as_str().into()),
+        Some(Value::Null) | None => {
+            let key = key.filter(|key| !key.is_empty())?;
+            Some(std::str::from_utf8(key).ok()?.into())
+        }
+        Some(other) => integer_text(other),
+    }
+}
+
+fn short(text: &str) -> bool {
+    text.len() <= MAX_NAME_CHARS || text.chars().count() <= MAX_NAME_CHARS
+}
+
+fn timestamp(raw: Option<&Value>, kafka_timestamp_ms: Option<i64>) -> Option<i64> {
+    let timestamp_ms = match raw {
+        None | Some(Value::Null) => kafka_timestamp_ms.filter(|&ms| ms >= 0)?,
+        Some(Value::Number(number)) => number.as_i64().filter(|&ms| ms >= 0)?,
+        Some(Value::String(text)) => iso_timestamp_ms(text)?,
+        Some(_) => return None,
+    };
+    (0..=MAX_TIMESTAMP_MS).contains(&timestamp_ms).then_some(timestamp_ms)
+}
+
+fn digits(text: &[u8]) -> Option<i64> {
+    let mut value = 0i64;
+    for &byte in text {
+        if !byte.is_ascii_digit() {
+            return None;
+        }
+        value = value * 10 + i64::from(byte - b'0');
+    }
+    Some(value)
+}
+
+/// Days from 1970-01-01 to the given proleptic Gregorian date.
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_index = (month + 9) % 12;
+    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        _ => 28,
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.f{1,3}][Z|+HH:MM|-HH:MM]` as epoch milliseconds.
+pub fn iso_timestamp_ms(text: &str) -> Option<i64> {
+    let bytes = text.as_bytes();
+    if bytes.len() < 19 || bytes[4] != b'-' || bytes[7] != b'-' || bytes[10] != b'T' {
+        return None;
+    }
+    if bytes[13] != b':' || bytes[16] != b':' {
+        return None;
+    }
+    let year = digits(&bytes[0..4])?;
+    let month = digits(&bytes[5..7])?;
+    let day = digits(&bytes[8..10])?;
+    let hour = digits(&bytes[11..13])?;
+    let minute = digits(&bytes[14..16])?;
+    let second = digits(&bytes[17..19])?;
+    if year < 1 || !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return None;
+    }
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let mut rest = &bytes[19..];
+    let mut millis = 0;
+    if let Some((b'.', fraction)) = rest.split_first() {
+        let len = fraction.iter().take_while(|byte| byte.is_ascii_digit()).count();
+        if !(1..=3).contains(&len) {
+            return None;
+        }
+        millis = digits(&fraction[..len])? * 10i64.pow(3 - len as u32);
+        rest = &fraction[len..];
+    }
+    let offset_minutes = match rest {
+        [] | [b'Z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let hours = digits(&[*h1, *h2])?;
+            let minutes = digits(&[*m1, *m2])?;
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            let offset = hours * 60 + minutes;
+            if *sign == b'-' {
+                -offset
+            } else {
+                offset
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    Some(
+        days * 86_400_000 + hour * 3_600_000 + minute * 60_000 + second * 1000 + millis
+            - offset_minutes * 60_000,
+    )
+}
+
+fn probability(raw: Option<&Value>) -> Option<f64> {
+    match raw {
+        // serde_json reads the integer `-0` as the float -0.0, orjson as the
+        // int 0 (so 0.0): which one the text was cannot be told here.
+        Some(Value::Number(number)) => number
+            .as_f64()
+            .filter(|p| (0.0..=1.0).contains(p) && !(*p == 0.0 && p.is_sign_negative())),
+        _ => None,
+    }
+}
+
+fn distribution(
+    raw: &Value,
+    sum_tolerance: f64,
+) -> Option<(Vec<CompactString>, Vec<f64>)> {
+    let Value::Object(map) = raw else { return None };
+    if map.len() < 2 {
+        return None;
+    }
+    // serde_json's map is ordered by key bytes: UTF-8 order is code point
+    // order, which is how Python sorts the class names.
+    let mut classes = Vec::with_capacity(map.len());
+    let mut probabilities = Vec::with_capacity(map.len());
+    for (name, value) in map {
+        classes.push(CompactString::from(name.as_str()));
+        probabilities.push(probability(Some(value))?);
+    }
+    let sum: f64 = probabilities.iter().sum();
+    // Decided here only when far enough from the tolerance that the naive
+    // sum's rounding error (at most n ulps of 1) cannot flip it.
+    let margin = (probabilities.len() as f64 + 1.0) * f64::EPSILON;
+    if (sum - 1.0).abs() > sum_tolerance - margin {
+        return None;
+    }
+    Some((classes, probabilities))
+}
+
+fn segment_value(raw: Option<&Value>) -> Option<CompactString> {
+    Some(match raw {
+        Some(Value::Bool(flag)) => CompactString::from(if *flag { "true" } else { "false" }),
+        Some(Value::String(text)) => {
+            if short(text) {
+                text.as_str().into()
+            } else {
+                OTHER_SEGMENT.into()
+            }
+        }
+        Some(number @ Value::Number(_)) => integer_text(number)?,
+        _ => CompactString::default(),
+    })
+}
+
+fn segment(raw: Option<&Value>, keys: &[String]) -> Option<Vec<CompactString>> {
+    let found = match raw {
+        Some(Value::Object(map)) => Some(map),
+        _ => None,
+    };
+    keys.iter()
+        .map(|key| segment_value(found.and_then(|map| map.get(key))))
+        .collect()
+}
+
+fn version(raw: Option<&Value>) -> Option<CompactString> {
+    match raw {
+        None | Some(Value::Null) => Some(CompactString::default()),
+        Some(Value::String(text)) => short(text).then(|| text.as_str().into()),
+        Some(other) => integer_text(other),
+    }
+}
+
+pub fn prediction(
+    fields: &Fields,
+    sum_tolerance: f64,
+    segment_keys: &[String],
+    value: &[u8],
+    key: Option<&[u8]>,
+    kafka_timestamp_ms: Option<i64>,
+) -> Option<DecodedPrediction> {
+    let obj = object(value)?;
+    let id = event_id(obj.get(&fields.event_id), key)?;
+    let model = match obj.get(&fields.model) {
+        Some(Value::String(text)) if !text.is_empty() && short(text) => {
+            CompactString::from(text.as_str())
+        }
+        _ => return None,
+    };
+    let version = version(obj.get(&fields.model_version))?;
+    let timestamp_ms = timestamp(obj.get(&fields.timestamp), kafka_timestamp_ms)?;
+    let segment = if segment_keys.is_empty() {
+        Vec::new()
+    } else {
+        segment(obj.get(&fields.segment), segment_keys)?
+    };
+    if let Some(raw) = obj.get(&fields.probabilities) {
+        let (classes, probabilities) = distribution(raw, sum_tolerance)?;
+        return Some(DecodedPrediction {
+            id,
+            model,
+            version,
+            timestamp_ms,
+            probability: None,
+            classes: Some(classes),
+            probabilities: Some(probabilities),
+            segment,
+        });
+    }
+    let probability = probability(obj.get(&fields.probability))?;
+    Some(DecodedPrediction {
+        id,
+        model,
+        version,
+        timestamp_ms,
+        probability: Some(probability),
+        classes: None,
+        probabilities: None,
+        segment,
+    })
+}
+
+pub fn outcome(
+    fields: &Fields,
+    value: &[u8],
+    key: Option<&[u8]>,
+    kafka_timestamp_ms: Option<i64>,
+) -> Option<DecodedOutcome> {
+    let obj = object(value)?;
+    let id = event_id(obj.get(&fields.event_id), key)?;
+    let label = match obj.get(&fields.label)? {
+        Value::Bool(flag) => Label::Bool(*flag),
+        Value::String(text) => Label::Str(text.as_str().into()),
+        Value::Number(number) => {
+            if let Some(value) = number.as_i64() {
+                Label::Int(i128::from(value))
+            } else {
+                Label::Int(i128::from(number.as_u64()?))
+            }
+        }
+        _ => return None,
+    };
+    let timestamp_ms = timestamp(obj.get(&fields.timestamp), kafka_timestamp_ms)?;
+    Some(DecodedOutcome { id, label, timestamp_ms })
+}
