@@ -9,6 +9,7 @@ series' windows and drift state at once. Pure: no I/O, no clock.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -20,7 +21,14 @@ from streamer.loss import multiclass_log_loss
 from streamer.records import Invalid
 from streamer.records import resolve_binary_label as _resolve_binary
 
-__all__ = ["JoinedBatch", "Judged", "PredictionBatch", "judge"]
+__all__ = [
+    "JoinedBatch",
+    "JoinedColumns",
+    "Judged",
+    "PredictionBatch",
+    "PredictionColumns",
+    "judge",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +93,34 @@ def judge(
     )
 
 
+class JoinedColumns(NamedTuple):
+    """Joined events as arrays, one entry per event, in message order."""
+
+    timestamps_ms: NDArray[np.int64]
+    p_true: NDArray[np.float64]
+    delays_s: NDArray[np.float64]
+    scores: NDArray[np.float64]
+    positives: NDArray[np.bool_]
+    squared_errors: NDArray[np.float64]
+
+
+class PredictionColumns(NamedTuple):
+    """Predictions as arrays; ``probabilities`` flat, ``sizes`` per prediction."""
+
+    timestamps_ms: NDArray[np.int64]
+    scores: NDArray[np.float64]
+    probabilities: NDArray[np.float64]
+    sizes: NDArray[np.intp]
+
+
 @dataclass
 class JoinedBatch:
-    """The joined events of one batch, for one (partition, series)."""
+    """The joined events of one batch, for one (partition, series).
+
+    Events come one at a time (:meth:`add`, the Python path) or as ready
+    columns (:meth:`add_columns`, the compiled path); :meth:`columns` gives
+    them all, in the order they came.
+    """
 
     timestamps_ms: list[int] = field(default_factory=list)
     p_true: list[float] = field(default_factory=list)
@@ -95,6 +128,7 @@ class JoinedBatch:
     scores: list[float] = field(default_factory=list)
     positives: list[bool] = field(default_factory=list)
     squared_errors: list[float] = field(default_factory=list)
+    _chunks: list[JoinedColumns] = field(default_factory=list)
 
     def add(self, judged: Judged, outcome_ms: int, prediction_ms: int) -> None:
         self.timestamps_ms.append(outcome_ms)
@@ -106,13 +140,60 @@ class JoinedBatch:
         # so the join-delay histogram's sum stays monotonic.
         self.delays_s.append(max(0, outcome_ms - prediction_ms) / 1000)
 
+    def add_columns(self, columns: JoinedColumns) -> None:
+        """Append events already in columns, after those added so far."""
+        self._flush()
+        self._chunks.append(columns)
+
+    def columns(self) -> JoinedColumns:
+        """Every event added, as arrays."""
+        self._flush()
+        if len(self._chunks) == 1:
+            return self._chunks[0]
+        chunks = self._chunks
+        return JoinedColumns(
+            np.concatenate([c.timestamps_ms for c in chunks]).astype(
+                np.int64, copy=False
+            ),
+            np.concatenate([c.p_true for c in chunks]).astype(np.float64, copy=False),
+            np.concatenate([c.delays_s for c in chunks]).astype(np.float64, copy=False),
+            np.concatenate([c.scores for c in chunks]).astype(np.float64, copy=False),
+            np.concatenate([c.positives for c in chunks]).astype(np.bool_, copy=False),
+            np.concatenate([c.squared_errors for c in chunks]).astype(
+                np.float64, copy=False
+            ),
+        )
+
     def calibration(self) -> NDArray[np.float64]:
         """Each event's row of calibration columns (:mod:`streamer.columns`)."""
+        columns = self.columns()
         return calibration_columns(
-            np.asarray(self.scores),
-            np.asarray(self.positives, dtype=np.bool_),
-            np.asarray(self.squared_errors),
+            columns.scores, columns.positives, columns.squared_errors
         )
+
+    def _flush(self) -> None:
+        if not self.timestamps_ms:
+            return
+        lists = (
+            self.timestamps_ms,
+            self.p_true,
+            self.delays_s,
+            self.scores,
+            self.positives,
+            self.squared_errors,
+        )
+        self._chunks.append(
+            JoinedColumns(
+                np.asarray(self.timestamps_ms, dtype=np.int64),
+                np.asarray(self.p_true, dtype=np.float64),
+                np.asarray(self.delays_s, dtype=np.float64),
+                np.asarray(self.scores, dtype=np.float64),
+                np.asarray(self.positives, dtype=np.bool_),
+                np.asarray(self.squared_errors, dtype=np.float64),
+            )
+        )
+        for values in lists:
+            values.clear()
 
 
 @dataclass
@@ -121,12 +202,15 @@ class PredictionBatch:
 
     ``probabilities`` holds each prediction's class probabilities one after
     the other (binary: ``p`` and ``1 - p``), ``sizes`` how many each has.
+    Predictions come one at a time (:meth:`add`) or as ready columns
+    (:meth:`add_columns`); :meth:`columns` gives them all, in order.
     """
 
     timestamps_ms: list[int] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     probabilities: list[float] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
+    _chunks: list[PredictionColumns] = field(default_factory=list)
 
     def add(self, prediction: Prediction) -> None:
         if prediction.probabilities is not None:
@@ -141,9 +225,49 @@ class PredictionBatch:
             self.probabilities.extend((p, 1.0 - p))
             self.sizes.append(2)
 
+    def add_columns(self, columns: PredictionColumns) -> None:
+        """Append predictions already in columns, after those added so far."""
+        self._flush()
+        self._chunks.append(columns)
+
+    def is_empty(self) -> bool:
+        return not self.sizes and not any(chunk.sizes.size for chunk in self._chunks)
+
+    def columns(self) -> PredictionColumns:
+        """Every prediction added, as arrays."""
+        self._flush()
+        if len(self._chunks) == 1:
+            return self._chunks[0]
+        chunks = self._chunks
+        return PredictionColumns(
+            np.concatenate([c.timestamps_ms for c in chunks]).astype(
+                np.int64, copy=False
+            ),
+            np.concatenate([c.scores for c in chunks]).astype(np.float64, copy=False),
+            np.concatenate([c.probabilities for c in chunks]).astype(
+                np.float64, copy=False
+            ),
+            np.concatenate([c.sizes for c in chunks]).astype(np.intp, copy=False),
+        )
+
     def entropies(self, eps: float) -> NDArray[np.float64]:
         """Each prediction's entropy in nats, its logs clipped as the loss's are."""
-        probabilities = np.asarray(self.probabilities)
+        columns = self.columns()
+        probabilities = columns.probabilities
         terms = probabilities * multiclass_log_loss(probabilities, eps=eps)
-        sizes = np.asarray(self.sizes, dtype=np.intp)
+        sizes = columns.sizes
         return np.add.reduceat(terms, np.cumsum(sizes) - sizes)
+
+    def _flush(self) -> None:
+        if not self.sizes:
+            return
+        self._chunks.append(
+            PredictionColumns(
+                np.asarray(self.timestamps_ms, dtype=np.int64),
+                np.asarray(self.scores, dtype=np.float64),
+                np.asarray(self.probabilities, dtype=np.float64),
+                np.asarray(self.sizes, dtype=np.intp),
+            )
+        )
+        for values in (self.timestamps_ms, self.scores, self.probabilities, self.sizes):
+            values.clear()

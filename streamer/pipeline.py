@@ -29,7 +29,13 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from streamer import _native
-from streamer.batches import JoinedBatch, PredictionBatch, judge
+from streamer.batches import (
+    JoinedBatch,
+    JoinedColumns,
+    PredictionBatch,
+    PredictionColumns,
+    judge,
+)
 from streamer.columns import (
     CALIBRATION_COLUMNS,
     PREDICTION_COLUMNS,
@@ -368,13 +374,16 @@ class Pipeline:
             positives,
             squared_errors,
         ) in gathered["joined"]:
-            joined = scored[(partition, (model, segment))]
-            joined.timestamps_ms.extend(timestamps_ms)
-            joined.p_true.extend(p_true)
-            joined.delays_s.extend(delays_s)
-            joined.scores.extend(scores)
-            joined.positives.extend(positives)
-            joined.squared_errors.extend(squared_errors)
+            scored[(partition, (model, segment))].add_columns(
+                JoinedColumns(
+                    np.frombuffer(timestamps_ms, dtype=np.int64),
+                    np.frombuffer(p_true),
+                    np.frombuffer(delays_s),
+                    np.frombuffer(scores),
+                    np.frombuffer(positives, dtype=np.bool_),
+                    np.frombuffer(squared_errors),
+                )
+            )
         for (
             partition,
             model,
@@ -384,11 +393,14 @@ class Pipeline:
             probabilities,
             sizes,
         ) in gathered["predicted"]:
-            predicted = self._predicted[(partition, (model, segment))]
-            predicted.timestamps_ms.extend(timestamps_ms)
-            predicted.scores.extend(scores)
-            predicted.probabilities.extend(probabilities)
-            predicted.sizes.extend(sizes)
+            self._predicted[(partition, (model, segment))].add_columns(
+                PredictionColumns(
+                    np.frombuffer(timestamps_ms, dtype=np.int64),
+                    np.frombuffer(scores),
+                    np.frombuffer(probabilities),
+                    np.frombuffer(sizes, dtype=np.int64).astype(np.intp, copy=False),
+                )
+            )
         outcomes_topic = self.config.kafka.outcomes_topic
         for index, reason in gathered["invalid"]:
             self._count_invalid(outcomes_topic, Invalid(reason), batch[index])
@@ -528,8 +540,9 @@ class Pipeline:
         eps = self.config.scoring.eps
         for (partition, series), events in scored.items():
             model = series[0]
-            losses = multiclass_log_loss(np.asarray(events.p_true), eps=eps)
-            timestamps = np.asarray(events.timestamps_ms, dtype=np.int64)
+            columns = events.columns()
+            losses = multiclass_log_loss(columns.p_true, eps=eps)
+            timestamps = columns.timestamps_ms
             windows = self.partitions[partition].windows.get(series)
             if windows is None:
                 windows = self.partitions[partition].windows[series] = RollingWindows(
@@ -555,17 +568,18 @@ class Pipeline:
             self._histogram(self.counters.loss, model, LOSS_BUCKETS).observe(losses)
             self._histogram(
                 self.counters.join_delay, model, JOIN_DELAY_BUCKETS_S
-            ).observe(np.asarray(events.delays_s))
+            ).observe(columns.delays_s)
 
     def _score_predictions(self) -> None:
         eps = self.config.scoring.eps
         batches, self._predicted = self._predicted, defaultdict(PredictionBatch)
         for (partition, series), batch in batches.items():
-            if not batch.sizes:
+            if batch.is_empty():
                 continue
             entropies = batch.entropies(eps)
-            scores = np.asarray(batch.scores)
-            timestamps = np.asarray(batch.timestamps_ms, dtype=np.int64)
+            columns = batch.columns()
+            scores = columns.scores
+            timestamps = columns.timestamps_ms
 
             state = self.partitions[partition]
             windows = state.prediction_windows.get(series)

@@ -222,6 +222,12 @@ fn load<'py>(state: Bound<'py, PyAny>, partition: i64) -> PyResult<Current<'py>>
 }
 
 
+/// A column as the bytes of its values (native byte order), for
+/// `numpy.frombuffer`: no Python object per value.
+fn raw<'py>(py: Python<'py>, bytes: impl Iterator<Item = u8>) -> Bound<'py, PyBytes> {
+    PyBytes::new(py, &bytes.collect::<Vec<u8>>())
+}
+
 #[pyclass(module = "streamer._native")]
 pub struct Router {
     fields: Fields,
@@ -565,7 +571,8 @@ impl Router {
     }
 
     /// What the batch gathered, as Python values, and forget it: a dict of
-    /// `joined`, `predicted` (per (partition, model, segment)), counters,
+    /// `joined`, `predicted` (per (partition, model, segment), each column
+    /// the bytes of its int64, float64 or bool values), counters,
     /// `invalid` (index, reason) and `touched` partitions.
     fn take<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let results = std::mem::take(&mut self.results);
@@ -585,12 +592,12 @@ impl Router {
                 partition,
                 model(&name)?,
                 Self::names_tuple(py, &segment)?,
-                rows.timestamps_ms,
-                rows.p_true,
-                rows.delays_s,
-                rows.scores,
-                rows.positives,
-                rows.squared_errors,
+                raw(py, rows.timestamps_ms.iter().flat_map(|v| v.to_ne_bytes())),
+                raw(py, rows.p_true.iter().flat_map(|v| v.to_ne_bytes())),
+                raw(py, rows.delays_s.iter().flat_map(|v| v.to_ne_bytes())),
+                raw(py, rows.scores.iter().flat_map(|v| v.to_ne_bytes())),
+                raw(py, rows.positives.iter().map(|&v| u8::from(v))),
+                raw(py, rows.squared_errors.iter().flat_map(|v| v.to_ne_bytes())),
             ))?;
         }
         out.set_item("joined", joined)?;
@@ -600,10 +607,10 @@ impl Router {
                 partition,
                 model(&name)?,
                 Self::names_tuple(py, &segment)?,
-                rows.timestamps_ms,
-                rows.scores,
-                rows.probabilities,
-                rows.sizes,
+                raw(py, rows.timestamps_ms.iter().flat_map(|v| v.to_ne_bytes())),
+                raw(py, rows.scores.iter().flat_map(|v| v.to_ne_bytes())),
+                raw(py, rows.probabilities.iter().flat_map(|v| v.to_ne_bytes())),
+                raw(py, rows.sizes.iter().flat_map(|v| v.to_ne_bytes())),
             ))?;
         }
         out.set_item("predicted", predicted)?;
