@@ -31,6 +31,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from streamer import _native
 from streamer.checkpoint import CheckpointError, CheckpointStore
 from streamer.config import Config, KafkaConfig
 from streamer.deadletter import DeadLetters
@@ -249,7 +250,12 @@ class KafkaSource:
             messages = self.consumer.consume(
                 num_messages=kafka.consume_batch_size, timeout=kafka.consume_timeout_s
             )
-            valid = [message for message in messages if not self._failed(message)]
+            failed = [message for message in messages if message.error() is not None]
+            valid = (
+                [message for message in messages if not self._failed(message)]
+                if failed
+                else messages
+            )
             if valid:
                 self.health.kafka_reachable = True
                 invalid = self.pipeline.process(valid)
@@ -456,20 +462,12 @@ class KafkaSource:
 
 
 def _next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
-    newest: dict[tuple[str, int], int] = {}
-    for message in messages:
-        topic, partition, offset = (
-            message.topic(),
-            message.partition(),
-            message.offset(),
-        )
-        if topic is None or partition is None or offset is None:
-            continue
-        if offset > newest.get((topic, partition), -1):
-            newest[(topic, partition)] = offset
+    """One past the newest offset per (topic, partition) (in compiled code:
+    it looks at every message of every batch)."""
+    batch = messages if type(messages) is list else list(messages)
     return [
-        TopicPartition(topic, partition, offset + 1)
-        for (topic, partition), offset in newest.items()
+        TopicPartition(topic, partition, offset)
+        for topic, partition, offset in _native.next_offsets(batch)
     ]
 
 

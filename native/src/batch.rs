@@ -13,6 +13,7 @@
 use std::collections::{HashMap, HashSet};
 
 use compact_str::CompactString;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyList, PyString, PyTuple};
 
@@ -514,7 +515,7 @@ impl Router {
                 break index;
             }
             let message = messages.get_item(index)?;
-            let partition: i64 = message.call_method0("partition")?.extract::<Option<i64>>()?.unwrap_or(0);
+            let partition: i64 = message.call_method0(intern!(py, "partition"))?.extract::<Option<i64>>()?.unwrap_or(0);
             if current.as_ref().map(|c| c.partition) != Some(partition) {
                 if let Some(previous) = current.take() {
                     previous.flush()?;
@@ -523,9 +524,9 @@ impl Router {
                 current = Some(load(state, partition)?);
             }
             let current_state = current.as_mut().expect("loaded");
-            let topic = message.call_method0("topic")?;
+            let topic = message.call_method0(intern!(py, "topic"))?;
             let is_prediction = !topic.is_none() && topic.cast::<PyString>()?.to_str()? == self.predictions_topic;
-            let offset: Option<i64> = message.call_method0("offset")?.extract()?;
+            let offset: Option<i64> = message.call_method0(intern!(py, "offset"))?.extract()?;
             let offset = offset.filter(|&offset| offset >= 0);
             if let Some(offset) = offset {
                 let next = if is_prediction { current_state.next_prediction } else { current_state.next_outcome };
@@ -538,12 +539,12 @@ impl Router {
                     continue;
                 }
             }
-            let (kind, value): (i64, i64) = message.call_method0("timestamp")?.extract()?;
+            let (kind, value): (i64, i64) = message.call_method0(intern!(py, "timestamp"))?.extract()?;
             let kafka_timestamp_ms = (kind != 0 && value >= 0).then_some(value);
-            let value_object = message.call_method0("value")?;
+            let value_object = message.call_method0(intern!(py, "value"))?;
             let Ok(value) = value_object.cast::<PyBytes>() else { break index };
             let value = value.as_bytes();
-            let key_object = message.call_method0("key")?;
+            let key_object = message.call_method0(intern!(py, "key"))?;
             let key = key_object.cast::<PyBytes>().ok().map(|key| key.as_bytes());
             let handled = if is_prediction {
                 match decode::prediction(&self.fields, self.sum_tolerance, &self.segment_keys, value, key, kafka_timestamp_ms) {
@@ -693,4 +694,38 @@ impl Router {
         };
         Ok(Some((decoded.id.as_str(), label, decoded.timestamp_ms).into_pyobject(py)?.into_any().unbind()))
     }
+}
+
+/// The next offset to store per (topic, partition) after `messages`: one
+/// past the newest offset seen, in first-seen order; messages without a
+/// topic, partition or offset are skipped (as the consumer's Python did).
+#[pyfunction]
+pub fn next_offsets<'py>(
+    py: Python<'py>,
+    messages: &Bound<'py, PyList>,
+) -> PyResult<Vec<(Py<PyAny>, i64, i64)>> {
+    let mut newest: Vec<(Py<PyAny>, i64, i64)> = Vec::new();
+    let mut at: HashMap<(String, i64), usize> = HashMap::new();
+    for message in messages.iter() {
+        let topic = message.call_method0(intern!(py, "topic"))?;
+        let partition: Option<i64> = message.call_method0(intern!(py, "partition"))?.extract()?;
+        let offset: Option<i64> = message.call_method0(intern!(py, "offset"))?.extract()?;
+        let (Some(partition), Some(offset)) = (partition, offset) else { continue };
+        if topic.is_none() {
+            continue;
+        }
+        let key = (topic.cast::<PyString>()?.to_str()?.to_owned(), partition);
+        match at.get(&key) {
+            Some(&index) => {
+                if offset + 1 > newest[index].2 {
+                    newest[index].2 = offset + 1;
+                }
+            }
+            None => {
+                at.insert(key, newest.len());
+                newest.push((topic.unbind(), partition, offset + 1));
+            }
+        }
+    }
+    Ok(newest)
 }

@@ -753,6 +753,7 @@ impl JoinCore {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<JoinCore>()?;
     m.add_class::<batch::Router>()?;
+    m.add_function(wrap_pyfunction!(batch::next_offsets, m)?)?;
     m.add("INDEX_SLACK", side::INDEX_SLACK)?;
     m.add(
         "PREDICTION_SLOT_BYTES",

@@ -139,9 +139,18 @@ def _alive(service: Service) -> bool:
 
 
 def _spy_on_scoring(service: Service) -> list[str]:
-    """The event ids this process scores, in order (one entry per scoring)."""
+    """The event ids this process scores, in order (one entry per scoring).
+
+    Only the Python per-message path scores event by event (``_collect``), so
+    the spied process takes it for every message; the compiled path, which
+    gathers columns without ids, is checked against this one message for
+    message in ``tests/unit/test_native_path.py``. Partition handover,
+    checkpoints and offsets, what this module tests, are the same code either
+    way.
+    """
     scored: list[str] = []
     pipeline = service.pipeline
+    pipeline.native = False
     original: Callable[..., Any] = pipeline._collect  # type: ignore[attr-defined]
 
     def collect(prediction: Any, *args: Any, **kwargs: Any) -> Any:

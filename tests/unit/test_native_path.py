@@ -22,6 +22,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streamer import _native
 from streamer.config import Config
 from streamer.pipeline import Pipeline
 from streamer.state import encode
@@ -285,3 +286,44 @@ def test_a_squared_error_is_python_s_to_the_last_bit() -> None:
     native.process(messages)
     python.process(messages)
     assert _snapshot(native) == _snapshot(python)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["p", "o", None]),
+            st.integers(0, 3) | st.none(),
+            st.integers(-2, 50) | st.none(),
+        ),
+        max_size=60,
+    )
+)
+def test_next_offsets_are_one_past_the_newest_per_partition(
+    rows: list[tuple[str | None, int | None, int | None]],
+) -> None:
+    class Bare:
+        def __init__(self, topic: Any, partition: Any, offset: Any) -> None:
+            self.row = (topic, partition, offset)
+
+        def topic(self) -> Any:
+            return self.row[0]
+
+        def partition(self) -> Any:
+            return self.row[1]
+
+        def offset(self) -> Any:
+            return self.row[2]
+
+    expected: dict[tuple[str, int], int] = {}
+    for topic, partition, offset in rows:
+        if topic is None or partition is None or offset is None:
+            continue
+        expected[(topic, partition)] = max(
+            expected.get((topic, partition), -2), offset + 1
+        )
+    found = _native.next_offsets([Bare(*row) for row in rows])
+    assert {
+        (topic, partition): offset for topic, partition, offset in found
+    } == expected
+    assert [(t, p) for t, p, _ in found] == list(expected)  # first-seen order
