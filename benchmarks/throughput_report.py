@@ -158,7 +158,8 @@ def _memory_lines(report: Report) -> list[str]:
         f"{results['pending_binary']['bytes_per_pending']:.0f}, multiclass only: "
         f"{results['pending_multiclass']['bytes_per_pending']:.0f}; Python "
         f"objects only, by tracemalloc at {results['pending_traced']['pending']:,} "
-        f"pending: {results['pending_traced']['traced_bytes_per_pending']:.0f})",
+        f"pending: {results['pending_traced']['traced_bytes_per_pending']:.0f}, "
+        "the join's native memory not traced)",
         f"largest pending count in 1 GiB: {GIB / per_pending:,.0f}",
     ]
     return lines

@@ -47,22 +47,23 @@ PREFETCH_KIB = 4096
 BYTES_PER_ENTRY = 2048
 """Generous peak RSS per pending prediction over the idle process.
 
-Measured with this test's settings on 2 cores, CPython 3.11: 1.3 to 1.4 kB at
-10^5 pending entries, 1.05 kB at 2 x 10^5, 0.9 kB at 3 x 10^5 (part of it is a
-near-fixed cost of the batches in flight). The live Python objects of an entry
-(the record, its id, model key, timestamp and probability, its dict and deque
-slots) are about 450 bytes of that (tracemalloc); the rest is the consumer's
-batches, the checkpoints of the whole join (every second here) and memory the
-allocators keep. The bound is half as much again as the measurement, and an
-unbounded join fails it after the first batch: its 3 x HELD entries measured
-2.5 kB per HELD entry over the idle process.
+Measured with this test's settings on 2 cores, CPython 3.11, with the join's
+entries in native memory (about 0.1 kB each, ``benchmarks/RESULTS.md``): 0.9 kB
+at 10^5 pending entries over the idle process, 1.0 kB at the peak; most of it
+is the checkpoints of the whole join (every second here: Python rows, then
+JSON and zlib), the consumer's batches and memory the allocators keep (it was
+1.3 to 1.4 kB when the entries were Python objects). The bound is twice the
+measurement; an unbounded join would hold 3 x HELD entries and their
+checkpoints after the first batch.
 """
 
 GROWTH_MARGIN = 24 * MIB
-"""How much the peak may rise during the second batch (measured: up to 14 MiB).
+"""How much the peak may rise during the second batch (measured: up to 14 MiB
+with Python entries, 5 MiB with native ones).
 
-A join that kept the second batch's entries would add at least their live
-objects, 3 x HELD x 450 bytes, about 130 MiB.
+A join that kept the second batch's entries would add their native memory, 3 x
+HELD x about 100 bytes (29 MiB), and their rows in every checkpoint, several
+times that at the peak.
 """
 
 
