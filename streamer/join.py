@@ -42,20 +42,20 @@ those already held.
 
 Cost
 ----
-The entries live in native memory (``native/``, Rust): the join keeps no
-Python object per pending record. A pending binary prediction costs a 64-byte
-slot (an event id of up to 24 bytes inline, longer ones on the heap), about
-10 bytes of hash index and an 8-byte deadline-queue entry (24 bytes of heap
-entry instead when older than the newest record held on its side); a
-multiclass one adds 8 bytes per class. Model keys, class tuples and segments
-are stored once per join as counted numbers, forgotten with the last record
-that holds them. Measured at 10^6 pending in the pipeline: 94 bytes of
-resident memory per binary prediction, 133 per multiclass one
-(``benchmarks/RESULTS.md``). Pairing leaves queue entries behind until they exceed twice the live count
-(plus 64), then the queues are compacted. A guarded id costs about 40 bytes.
-Adding, pairing and evicting are O(1) amortized (O(log n) for out-of-order
-records); expiry is O(log n) per expired entry. ``now_ms`` and timestamps
-must fit in a signed 64-bit integer.
+The entries live in native memory (``native/``, Rust): the join keeps no Python
+object per pending record. A pending binary prediction costs a 64-byte slot (an
+event id of up to 24 bytes inline, longer ones on the heap), about 10 bytes of
+hash index and an 8-byte deadline-queue entry (24 bytes of heap entry instead
+when older than the newest record held on its side); a multiclass one adds 8
+bytes per class. Model keys, class tuples and segments are stored once per join
+as counted numbers, forgotten with the last record that holds them. Measured at
+10^6 pending in the pipeline: 94 bytes of resident memory per binary
+prediction, 133 per multiclass one (``benchmarks/RESULTS.md``). Pairing leaves
+queue entries behind until they exceed twice the live count (plus 64), then the
+queues are compacted. A guarded id costs about 40 bytes. Adding, pairing and
+evicting are O(1) amortized (O(log n) for out-of-order records); expiry is
+O(log n) per expired entry. ``now_ms`` and timestamps must fit in a signed
+64-bit integer.
 
 Examples
 --------

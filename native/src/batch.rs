@@ -10,7 +10,7 @@
 //! per series, counters, labels that do not fit) stays in the router until
 //! `take` hands it over once per batch.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use compact_str::CompactString;
 use pyo3::intern;
@@ -44,13 +44,13 @@ struct Predicted {
 /// series and models reach the windows, the checkpoint and the counters in
 /// the order they were first seen either way.
 struct Ordered<K, V> {
-    index: HashMap<K, usize>,
+    index: hashbrown::HashMap<K, usize>,
     entries: Vec<(K, V)>,
 }
 
 impl<K, V> Default for Ordered<K, V> {
     fn default() -> Self {
-        Ordered { index: HashMap::new(), entries: Vec::new() }
+        Ordered { index: hashbrown::HashMap::new(), entries: Vec::new() }
     }
 }
 
@@ -237,13 +237,81 @@ pub struct Router {
     predictions_topic: String,
     segment_admit: Option<Py<PyAny>>,
     labels: HashMap<String, (Option<String>, Option<String>)>,
-    admitted: HashSet<ModelName>,
+    admitted: hashbrown::HashSet<ModelName>,
     latest_valid_ms: i64,
     results: Results,
     model_key_type: Py<PyAny>,
 }
 
 impl Router {
+    fn walk<'py>(
+        &mut self,
+        py: Python<'py>,
+        messages: &Bound<'py, PyList>,
+        start: usize,
+        partitions: &Bound<'py, PyDict>,
+        current: &mut Option<Current<'py>>,
+    ) -> PyResult<usize> {
+        let mut index = start;
+        let stop = loop {
+
+            if index >= messages.len() {
+                break index;
+            }
+            let message = messages.get_item(index)?;
+            let partition: i64 = message.call_method0(intern!(py, "partition"))?.extract::<Option<i64>>()?.unwrap_or(0);
+            if current.as_ref().map(|c| c.partition) != Some(partition) {
+                if let Some(previous) = current.take() {
+                    previous.flush()?;
+                }
+                let Some(state) = partitions.get_item(partition)? else { break index };
+                *current = Some(load(state, partition)?);
+            }
+            let current_state = current.as_mut().expect("loaded");
+            let topic = message.call_method0(intern!(py, "topic"))?;
+            let is_prediction = !topic.is_none() && topic.cast::<PyString>()?.to_str()? == self.predictions_topic;
+            let offset: Option<i64> = message.call_method0(intern!(py, "offset"))?.extract()?;
+            let offset = offset.filter(|&offset| offset >= 0);
+            if let Some(offset) = offset {
+                let next = if is_prediction { current_state.next_prediction } else { current_state.next_outcome };
+                if offset < next.unwrap_or(-1) {
+                    self.results.redelivered += 1;
+                    if !self.results.touched.contains(&partition) {
+                self.results.touched.push(partition);
+            }
+                    index += 1;
+                    continue;
+                }
+            }
+            let (kind, value): (i64, i64) = message.call_method0(intern!(py, "timestamp"))?.extract()?;
+            let kafka_timestamp_ms = (kind != 0 && value >= 0).then_some(value);
+            let value_object = message.call_method0(intern!(py, "value"))?;
+            let Ok(value) = value_object.cast::<PyBytes>() else { break index };
+            let value = value.as_bytes();
+            let key_object = message.call_method0(intern!(py, "key"))?;
+            let key = key_object.cast::<PyBytes>().ok().map(|key| key.as_bytes());
+            let handled = if is_prediction {
+                match decode::prediction(&self.fields, self.sum_tolerance, &self.segment_keys, value, key, kafka_timestamp_ms) {
+                    Some(decoded) => self.prediction(py, index, current_state, decoded, offset)?,
+                    None => false,
+                }
+            } else {
+                match decode::outcome(&self.fields, value, key, kafka_timestamp_ms) {
+                    Some(decoded) => self.outcome(py, index, current_state, decoded, offset)?,
+                    None => false,
+                }
+            };
+            if !handled {
+                break index;
+            }
+            if !self.results.touched.contains(&partition) {
+                self.results.touched.push(partition);
+            }
+            index += 1;
+        };
+        Ok(stop)
+    }
+
     fn model_object(&self, py: Python<'_>, name: &ModelName) -> PyResult<Py<PyAny>> {
         Ok(self.model_key_type.bind(py).call1((name.0.as_str(), name.1.as_str()))?.unbind())
     }
@@ -471,7 +539,7 @@ impl Router {
             predictions_topic,
             segment_admit,
             labels,
-            admitted: HashSet::new(),
+            admitted: hashbrown::HashSet::new(),
             latest_valid_ms: i64::MAX,
             results: Results::default(),
             model_key_type,
@@ -501,74 +569,21 @@ impl Router {
 
     /// Walk `messages` from `start`; the index of the first message left to
     /// Python, or `len(messages)`.
-    fn process(
+    fn process<'py>(
         &mut self,
-        py: Python<'_>,
-        messages: &Bound<'_, PyList>,
+        py: Python<'py>,
+        messages: &Bound<'py, PyList>,
         start: usize,
-        partitions: &Bound<'_, PyDict>,
+        partitions: &Bound<'py, PyDict>,
     ) -> PyResult<usize> {
-        let mut current: Option<Current<'_>> = None;
-        let mut index = start;
-        let stop = loop {
-            if index >= messages.len() {
-                break index;
-            }
-            let message = messages.get_item(index)?;
-            let partition: i64 = message.call_method0(intern!(py, "partition"))?.extract::<Option<i64>>()?.unwrap_or(0);
-            if current.as_ref().map(|c| c.partition) != Some(partition) {
-                if let Some(previous) = current.take() {
-                    previous.flush()?;
-                }
-                let Some(state) = partitions.get_item(partition)? else { break index };
-                current = Some(load(state, partition)?);
-            }
-            let current_state = current.as_mut().expect("loaded");
-            let topic = message.call_method0(intern!(py, "topic"))?;
-            let is_prediction = !topic.is_none() && topic.cast::<PyString>()?.to_str()? == self.predictions_topic;
-            let offset: Option<i64> = message.call_method0(intern!(py, "offset"))?.extract()?;
-            let offset = offset.filter(|&offset| offset >= 0);
-            if let Some(offset) = offset {
-                let next = if is_prediction { current_state.next_prediction } else { current_state.next_outcome };
-                if offset < next.unwrap_or(-1) {
-                    self.results.redelivered += 1;
-                    if !self.results.touched.contains(&partition) {
-                self.results.touched.push(partition);
-            }
-                    index += 1;
-                    continue;
-                }
-            }
-            let (kind, value): (i64, i64) = message.call_method0(intern!(py, "timestamp"))?.extract()?;
-            let kafka_timestamp_ms = (kind != 0 && value >= 0).then_some(value);
-            let value_object = message.call_method0(intern!(py, "value"))?;
-            let Ok(value) = value_object.cast::<PyBytes>() else { break index };
-            let value = value.as_bytes();
-            let key_object = message.call_method0(intern!(py, "key"))?;
-            let key = key_object.cast::<PyBytes>().ok().map(|key| key.as_bytes());
-            let handled = if is_prediction {
-                match decode::prediction(&self.fields, self.sum_tolerance, &self.segment_keys, value, key, kafka_timestamp_ms) {
-                    Some(decoded) => self.prediction(py, index, current_state, decoded, offset)?,
-                    None => false,
-                }
-            } else {
-                match decode::outcome(&self.fields, value, key, kafka_timestamp_ms) {
-                    Some(decoded) => self.outcome(py, index, current_state, decoded, offset)?,
-                    None => false,
-                }
-            };
-            if !handled {
-                break index;
-            }
-            if !self.results.touched.contains(&partition) {
-                self.results.touched.push(partition);
-            }
-            index += 1;
-        };
+        let mut current: Option<Current<'py>> = None;
+        let walked = self.walk(py, messages, start, partitions, &mut current);
+        // The partition's clocks and offsets go back to its state even when a
+        // message method raised: what the join already took stays counted.
         if let Some(current) = current {
             current.flush()?;
         }
-        Ok(stop)
+        walked
     }
 
     /// What the batch gathered, as Python values, and forget it: a dict of

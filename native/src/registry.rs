@@ -7,7 +7,7 @@
 //! producers that send a new class name with every message cost memory only
 //! while their predictions are pending.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::hash::Hash;
 
 use pyo3::prelude::*;

@@ -327,3 +327,33 @@ def test_next_offsets_are_one_past_the_newest_per_partition(
         (topic, partition): offset for topic, partition, offset in found
     } == expected
     assert [(t, p) for t, p, _ in found] == list(expected)  # first-seen order
+
+
+def test_a_raising_message_leaves_the_messages_before_it_counted() -> None:
+    class Broken(Message):
+        def timestamp(self) -> tuple[int, int]:
+            raise RuntimeError("a broken message object")
+
+    config = Config.model_validate({"windows": {"clock": "event"}})
+    pipeline = Pipeline(config, wall_clock_ms=lambda: NOW_MS)
+    ms = NOW_MS - 60_000
+
+    def prediction(
+        event_id: str, offset: int, kind: type[Message] = Message
+    ) -> Message:
+        body = {"event_id": event_id, "model": "m", "timestamp": ms, "probability": 0.5}
+        return kind("predictions", 0, json.dumps(body).encode(), None, offset, ms)
+
+    pipeline.process([prediction("a", 0)])  # admits the model, makes the state
+    try:
+        pipeline.process(
+            [prediction("b", 1), prediction("c", 2), prediction("d", 3, Broken)]
+        )
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("the broken message's error was swallowed")
+    state = pipeline.partitions[0]
+    assert state.next_offsets == {"prediction": 3}
+    assert state.prediction_watermark_ms == ms
+    assert state.join.pending_predictions == 3
