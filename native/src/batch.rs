@@ -225,8 +225,22 @@ fn load<'py>(state: Bound<'py, PyAny>, partition: i64) -> PyResult<Current<'py>>
 
 /// A column as the bytes of its values (native byte order), for
 /// `numpy.frombuffer`: no Python object per value.
-fn raw<'py>(py: Python<'py>, bytes: impl Iterator<Item = u8>) -> Bound<'py, PyBytes> {
-    PyBytes::new(py, &bytes.collect::<Vec<u8>>())
+fn column<'py, T: Copy, const N: usize>(
+    py: Python<'py>,
+    values: &[T],
+    to_bytes: impl Fn(T) -> [u8; N],
+) -> Bound<'py, PyBytes> {
+    let bytes: Vec<u8> = values.iter().flat_map(|&value| to_bytes(value)).collect();
+    PyBytes::new(py, &bytes)
+}
+
+/// A decoded label as the Python value `records.py` would give.
+fn label_object(py: Python<'_>, label: &Label) -> Py<PyAny> {
+    match label {
+        Label::Bool(flag) => PyBool::new(py, *flag).to_owned().into_any().unbind(),
+        Label::Int(value) => value.into_pyobject(py).expect("an int converts").into_any().unbind(),
+        Label::Str(text) => PyString::new(py, text).into_any().unbind(),
+    }
 }
 
 #[pyclass(module = "streamer._native")]
@@ -467,14 +481,12 @@ impl Router {
         }
         current.outcome_watermark_ms = current.outcome_watermark_ms.max(decoded.timestamp_ms);
         let now_ms = current.prediction_watermark_ms.min(current.outcome_watermark_ms);
-        let label_object = || -> Py<PyAny> {
-            match &decoded.label {
-                Label::Bool(flag) => PyBool::new(py, *flag).to_owned().into_any().unbind(),
-                Label::Int(value) => value.into_pyobject(py).expect("int").into_any().unbind(),
-                Label::Str(text) => PyString::new(py, text).into_any().unbind(),
-            }
-        };
-        let added = current.core.add_outcome_record(&decoded.id, label_object, decoded.timestamp_ms, now_ms);
+        let added = current.core.add_outcome_record(
+            &decoded.id,
+            || label_object(py, &decoded.label),
+            decoded.timestamp_ms,
+            now_ms,
+        );
         if !matches!(added, Added::Duplicate) {
             self.results.outcomes += 1;
         }
@@ -548,11 +560,7 @@ impl Router {
 
     /// Let predictions of this model key through natively from now on.
     fn admit(&mut self, model: &Bound<'_, PyAny>) -> PyResult<()> {
-        let tuple = model.cast::<PyTuple>()?;
-        self.admitted.insert((
-            tuple.get_item(0)?.cast::<PyString>()?.to_str()?.into(),
-            tuple.get_item(1)?.cast::<PyString>()?.to_str()?.into(),
-        ));
+        self.admitted.insert(crate::model_name(model)?);
         Ok(())
     }
 
@@ -608,12 +616,12 @@ impl Router {
                 partition,
                 model(&name)?,
                 Self::names_tuple(py, &segment)?,
-                raw(py, rows.timestamps_ms.iter().flat_map(|v| v.to_ne_bytes())),
-                raw(py, rows.p_true.iter().flat_map(|v| v.to_ne_bytes())),
-                raw(py, rows.delays_s.iter().flat_map(|v| v.to_ne_bytes())),
-                raw(py, rows.scores.iter().flat_map(|v| v.to_ne_bytes())),
-                raw(py, rows.positives.iter().map(|&v| u8::from(v))),
-                raw(py, rows.squared_errors.iter().flat_map(|v| v.to_ne_bytes())),
+                column(py, &rows.timestamps_ms, i64::to_ne_bytes),
+                column(py, &rows.p_true, f64::to_ne_bytes),
+                column(py, &rows.delays_s, f64::to_ne_bytes),
+                column(py, &rows.scores, f64::to_ne_bytes),
+                column(py, &rows.positives, |flag: bool| [u8::from(flag)]),
+                column(py, &rows.squared_errors, f64::to_ne_bytes),
             ))?;
         }
         out.set_item("joined", joined)?;
@@ -623,10 +631,10 @@ impl Router {
                 partition,
                 model(&name)?,
                 Self::names_tuple(py, &segment)?,
-                raw(py, rows.timestamps_ms.iter().flat_map(|v| v.to_ne_bytes())),
-                raw(py, rows.scores.iter().flat_map(|v| v.to_ne_bytes())),
-                raw(py, rows.probabilities.iter().flat_map(|v| v.to_ne_bytes())),
-                raw(py, rows.sizes.iter().flat_map(|v| v.to_ne_bytes())),
+                column(py, &rows.timestamps_ms, i64::to_ne_bytes),
+                column(py, &rows.scores, f64::to_ne_bytes),
+                column(py, &rows.probabilities, f64::to_ne_bytes),
+                column(py, &rows.sizes, i64::to_ne_bytes),
             ))?;
         }
         out.set_item("predicted", predicted)?;
@@ -702,11 +710,7 @@ impl Router {
         let Some(decoded) = value.and_then(|value| decode::outcome(&self.fields, value, key, kafka_timestamp_ms)) else {
             return Ok(None);
         };
-        let label: Py<PyAny> = match &decoded.label {
-            Label::Bool(flag) => PyBool::new(py, *flag).to_owned().into_any().unbind(),
-            Label::Int(value) => value.into_pyobject(py)?.into_any().unbind(),
-            Label::Str(text) => PyString::new(py, text).into_any().unbind(),
-        };
+        let label = label_object(py, &decoded.label);
         Ok(Some((decoded.id.as_str(), label, decoded.timestamp_ms).into_pyobject(py)?.into_any().unbind()))
     }
 }

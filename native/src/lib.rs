@@ -144,6 +144,15 @@ struct NewPrediction<'a> {
     probabilities: Option<&'a [f64]>,
 }
 
+/// The (name, version) of a Python `ModelKey`.
+fn model_name(model: &Bound<'_, PyAny>) -> PyResult<ModelName> {
+    let tuple = model.cast::<PyTuple>()?;
+    Ok((
+        tuple.get_item(0)?.cast::<PyString>()?.to_str()?.into(),
+        tuple.get_item(1)?.cast::<PyString>()?.to_str()?.into(),
+    ))
+}
+
 fn names(tuple: &Bound<'_, PyAny>) -> PyResult<Names> {
     let tuple = tuple.cast::<PyTuple>()?;
     tuple
@@ -408,6 +417,19 @@ impl JoinCore {
         ])
     }
 
+    /// A prediction from Python values, its numbers held.
+    fn python_prediction<'a>(
+        &mut self,
+        id: &'a str,
+        (model, classes, segment): (&Bound<'_, PyAny>, &Bound<'_, PyAny>, &Bound<'_, PyAny>),
+        timestamp_ms: i64,
+        probability: Option<f64>,
+        probabilities: Option<&'a [f64]>,
+    ) -> PyResult<NewPrediction<'a>> {
+        let (model, classes, segment) = self.hold_python(model, classes, segment)?;
+        Ok(NewPrediction { id, timestamp_ms, model, classes, segment, probability, probabilities })
+    }
+
     /// Hold the numbers of a Python prediction's model, classes and segment.
     fn hold_python(
         &mut self,
@@ -415,12 +437,7 @@ impl JoinCore {
         classes: &Bound<'_, PyAny>,
         segment: &Bound<'_, PyAny>,
     ) -> PyResult<(u32, u32, u32)> {
-        let model_tuple = model.cast::<PyTuple>()?;
-        let name: ModelName = (
-            CompactString::from(model_tuple.get_item(0)?.cast::<PyString>()?.to_str()?),
-            CompactString::from(model_tuple.get_item(1)?.cast::<PyString>()?.to_str()?),
-        );
-        let model_number = self.models.hold(name, || Ok(model.clone().unbind()))?;
+        let model_number = self.models.hold(model_name(model)?, || Ok(model.clone().unbind()))?;
         let classes_number = if classes.is_none() {
             NONE
         } else {
@@ -514,16 +531,13 @@ impl JoinCore {
         segment: &Bound<'_, PyAny>,
         now_ms: i64,
     ) -> PyResult<Py<PyAny>> {
-        let (model, classes, segment) = self.hold_python(model, classes, segment)?;
-        let prediction = NewPrediction {
-            id: event_id,
+        let prediction = self.python_prediction(
+            event_id,
+            (model, classes, segment),
             timestamp_ms,
-            model,
-            classes,
-            segment,
             probability,
-            probabilities: probabilities.as_deref(),
-        };
+            probabilities.as_deref(),
+        )?;
         match self.add_prediction_record(prediction, now_ms)? {
             Added::Held => Ok(py.None()),
             Added::Duplicate => Ok(true.into_pyobject(py)?.to_owned().into_any().unbind()),
@@ -685,16 +699,13 @@ impl JoinCore {
         classes: &Bound<'_, PyAny>,
         segment: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        let (model, classes, segment) = self.hold_python(model, classes, segment)?;
-        let prediction = NewPrediction {
-            id: event_id,
+        let prediction = self.python_prediction(
+            event_id,
+            (model, classes, segment),
             timestamp_ms,
-            model,
-            classes,
-            segment,
             probability,
-            probabilities: probabilities.as_deref(),
-        };
+            probabilities.as_deref(),
+        )?;
         match self.prediction_data(&prediction) {
             Ok(data) => {
                 self.predictions.add(event_id, timestamp_ms, data);
@@ -724,12 +735,7 @@ impl JoinCore {
         let number = if model.is_none() {
             NONE
         } else {
-            let model_tuple = model.cast::<PyTuple>()?;
-            let name: ModelName = (
-                CompactString::from(model_tuple.get_item(0)?.cast::<PyString>()?.to_str()?),
-                CompactString::from(model_tuple.get_item(1)?.cast::<PyString>()?.to_str()?),
-            );
-            self.models.hold(name, || Ok(model.clone().unbind()))?
+            self.models.hold(model_name(model)?, || Ok(model.clone().unbind()))?
         };
         self.expired.push(Dropped { outcome, id: event_id.into(), model: number });
         Ok(())
