@@ -21,36 +21,19 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from throughput_data import generator_config, start_ms_for  # noqa: E402
-from throughput_workers import _Message  # noqa: E402
+from throughput_data import data_set_messages
+from throughput_workers import _Message
 
-from streamer.config import Config  # noqa: E402
-from streamer.generate import SyntheticStream  # noqa: E402
-from streamer.pipeline import Pipeline  # noqa: E402
+from streamer.config import Config
+from streamer.pipeline import Pipeline
 
 PARTITIONS = 8
 
 
 def messages(events: int) -> list[_Message]:
-    stream = SyntheticStream(
-        generator_config(seed=1), start_ms=start_ms_for(events)
-    )
     offsets: dict[tuple[str, int], int] = {}
     made: list[_Message] = []
-    predicted = 0
-    awaiting: set[bytes] = set()
-    for generated in stream:
-        if generated.topic_kind == "predictions":
-            if predicted == events:
-                if not awaiting:
-                    break
-                continue
-            predicted += 1
-            awaiting.add(generated.key)
-        elif generated.key in awaiting:
-            awaiting.discard(generated.key)
-        else:
-            continue
+    for generated in data_set_messages(events, seed=1):
         topic = generated.topic_kind
         partition = zlib.crc32(generated.key) % PARTITIONS
         offset = offsets.get((topic, partition), 0)

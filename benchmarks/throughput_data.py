@@ -16,12 +16,18 @@ outcomes stamped in its future as invalid).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import confluent_kafka
 
-from streamer.generate import GeneratorConfig, ModelSpec, SyntheticStream
+from streamer.generate import (
+    GeneratedMessage,
+    GeneratorConfig,
+    ModelSpec,
+    SyntheticStream,
+)
 from streamer.localkafka import create_topics
 
 MODELS: tuple[ModelSpec, ...] = (
@@ -141,26 +147,8 @@ def _produce(dataset: DataSet) -> int:
         "predictions": dataset.predictions_topic,
         "outcomes": dataset.outcomes_topic,
     }
-    stream = SyntheticStream(
-        generator_config(seed=dataset.seed), start_ms=start_ms_for(dataset.events)
-    )
-    predicted = 0
-    awaiting: set[bytes] = set()
     sent = 0
-    # Predictions past the first `events` are dropped with their outcomes;
-    # the stream ends once every kept prediction has had its outcome.
-    for message in stream:
-        if message.topic_kind == "predictions":
-            if predicted == dataset.events:
-                if not awaiting:
-                    break
-                continue
-            predicted += 1
-            awaiting.add(message.key)
-        elif message.key in awaiting:
-            awaiting.remove(message.key)
-        else:
-            continue
+    for message in data_set_messages(dataset.events, seed=dataset.seed):
         _send(producer, topics[message.topic_kind], message)
         sent += 1
         if sent % 10_000 == 0:
@@ -170,6 +158,29 @@ def _produce(dataset: DataSet) -> int:
     if unflushed:
         raise RuntimeError(f"{unflushed} messages of the data set were not delivered")
     return sent
+
+
+def data_set_messages(events: int, *, seed: int) -> Iterator[GeneratedMessage]:
+    """The data set's messages in the stream's order: ``events`` predictions
+    and the outcome of each. Predictions past the first ``events`` are dropped
+    with their outcomes; it ends once every kept prediction has had its
+    outcome."""
+    stream = SyntheticStream(generator_config(seed=seed), start_ms=start_ms_for(events))
+    predicted = 0
+    awaiting: set[bytes] = set()
+    for message in stream:
+        if message.topic_kind == "predictions":
+            if predicted == events:
+                if not awaiting:
+                    return
+                continue
+            predicted += 1
+            awaiting.add(message.key)
+        elif message.key in awaiting:
+            awaiting.remove(message.key)
+        else:
+            continue
+        yield message
 
 
 def _send(producer: confluent_kafka.Producer, topic: str, message: Any) -> None:
