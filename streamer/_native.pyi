@@ -116,3 +116,15 @@ class Router:
     ) -> tuple[str, bool | int | str, int] | None: ...
 
 def next_offsets(messages: list[Any]) -> list[tuple[str, int, int]]: ...
+def ring_add(
+    bucket_ids: Any,
+    events: Any,
+    loss_sums: Any,
+    loss_squared_sums: Any,
+    extra_sums: Any,
+    head: int | None,
+    bucket_ms: int,
+    timestamps_ms: Any,
+    loss: Any,
+    extra: Any,
+) -> tuple[int, int | None]: ...

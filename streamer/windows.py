@@ -57,6 +57,8 @@ from typing import Any, cast
 import numpy as np
 from numpy.typing import NDArray
 
+from streamer import _native
+
 __all__ = ["RollingWindows", "WindowSpec", "WindowStats", "parse_window"]
 
 _UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -227,14 +229,41 @@ class _Ring:
 
     def add(
         self,
-        bucket: NDArray[np.int64],
+        timestamp_ms: NDArray[np.int64],
         loss: NDArray[np.float64],
-        loss_squared: NDArray[np.float64],
         extra: NDArray[np.float64],
     ) -> int:
-        """Add one batch by bucket id; return how many events were late."""
-        if bucket.size == 0:
+        """Add one batch; return how many events were late.
+
+        The compiled core does it in place on the slots, with the arithmetic
+        of :meth:`add_reference`, which stays as the reference it is tested
+        against (bit for bit).
+        """
+        late, self.head = _native.ring_add(
+            self.bucket_ids,
+            self.events,
+            self.loss_sums,
+            self.loss_squared_sums,
+            self.extra_sums,
+            self.head,
+            self.spec.bucket_ms,
+            timestamp_ms,
+            loss,
+            extra,
+        )
+        return late
+
+    def add_reference(
+        self,
+        timestamp_ms: NDArray[np.int64],
+        loss: NDArray[np.float64],
+        extra: NDArray[np.float64],
+    ) -> int:
+        """:meth:`add` in numpy: the reference for the compiled form."""
+        if timestamp_ms.size == 0:
             return 0
+        bucket = timestamp_ms // self.spec.bucket_ms
+        loss_squared = np.square(loss)
 
         running_head = np.maximum.accumulate(bucket)
         if self.head is not None:
@@ -431,11 +460,8 @@ class RollingWindows:
         """
         timestamp_ms, loss = _checked_batch(timestamp_ms, loss)
         extra = _checked_extra(extra, loss.size, self.extra_columns)
-        loss_squared = np.square(loss)
         return {
-            name: ring.add(
-                timestamp_ms // ring.spec.bucket_ms, loss, loss_squared, extra
-            )
+            name: ring.add(timestamp_ms, loss, extra)
             for name, ring in self._rings.items()
         }
 

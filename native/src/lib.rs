@@ -17,6 +17,7 @@ mod decode;
 mod guard;
 mod registry;
 mod side;
+mod windows;
 
 use std::collections::HashMap;
 
@@ -760,6 +761,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<JoinCore>()?;
     m.add_class::<batch::Router>()?;
     m.add_function(wrap_pyfunction!(batch::next_offsets, m)?)?;
+    m.add_function(wrap_pyfunction!(windows::ring_add, m)?)?;
     m.add("INDEX_SLACK", side::INDEX_SLACK)?;
     m.add(
         "PREDICTION_SLOT_BYTES",

@@ -193,6 +193,66 @@ def test_result_does_not_depend_on_how_events_are_batched(
         assert stats.loss_sum == pytest.approx(other.loss_sum, rel=1e-9, abs=0.0)
 
 
+def _ring_arrays(windows: RollingWindows) -> list[tuple[object, ...]]:
+    return [
+        (
+            ring.head,
+            ring.bucket_ids.tobytes(),
+            ring.events.tobytes(),
+            ring.loss_sums.tobytes(),
+            ring.loss_squared_sums.tobytes(),
+            ring.extra_sums.tobytes(),
+        )
+        for ring in windows._rings.values()
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    specs=window_specs(),
+    stream=steps(),
+    columns=st.integers(min_value=0, max_value=3),
+    data=st.data(),
+)
+def test_compiled_add_is_the_numpy_reference_bit_for_bit(
+    specs: list[WindowSpec],
+    stream: list[tuple[Batch, int]],
+    columns: int,
+    data: st.DataObject,
+) -> None:
+    """The compiled ``_Ring.add`` leaves every slot exactly as numpy's would."""
+    compiled = RollingWindows(specs, extra_columns=columns)
+    reference = RollingWindows(specs, extra_columns=columns)
+    for batch, _ in stream:
+        timestamps = np.array([t for t, _ in batch], dtype=np.int64)
+        loss = np.array([x for _, x in batch], dtype=np.float64)
+        extra = np.array(
+            data.draw(
+                st.lists(
+                    st.lists(losses, min_size=columns, max_size=columns),
+                    min_size=len(batch),
+                    max_size=len(batch),
+                )
+            ),
+            dtype=np.float64,
+        ).reshape(len(batch), columns)
+        late = compiled.add(timestamps, loss, extra)
+        expected = {
+            name: ring.add_reference(timestamps, loss, extra)
+            for name, ring in reference._rings.items()
+        }
+        assert late == expected
+        assert _ring_arrays(compiled) == _ring_arrays(reference)
+
+
+def test_compiled_add_refuses_a_read_only_ring() -> None:
+    windows = RollingWindows([SPEC_1S])
+    ring = next(iter(windows._rings.values()))
+    ring.events.setflags(write=False)
+    with pytest.raises(ValueError, match="events is read-only"):
+        windows.add(np.array([0]), np.array([0.5]))
+
+
 def test_burst_of_extreme_losses_leaves_no_residue() -> None:
     windows = RollingWindows([WindowSpec(name="1s", length_ms=1_000, buckets=10)])
 

@@ -1,0 +1,186 @@
+//! One window ring's `add`, in place on the ring's numpy arrays.
+//!
+//! `streamer/windows.py` keeps each window's slots as numpy arrays (its
+//! module docstring gives the semantics) and computes everything else from
+//! them; only adding a batch is done here, since the numpy form of it costs
+//! some twenty array operations per window and series, whatever the batch's
+//! size. The arithmetic is the numpy form's, operation for operation, so the
+//! slots come out bit for bit the same: each bucket's batch sums start at 0
+//! and add the events in arrival order (as `numpy.bincount` does), and a slot
+//! that already holds the bucket adds the batch's sum to what it holds.
+
+use std::ptr::NonNull;
+
+use pyo3::buffer::{Element, PyBuffer};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+/// Where a writable, C-contiguous buffer's items are.
+fn writable<T: Element>(buffer: &PyBuffer<T>, name: &str) -> PyResult<NonNull<[T]>> {
+    if buffer.readonly() {
+        return Err(PyValueError::new_err(format!("{name} is read-only")));
+    }
+    buffer
+        .as_slice_ptr()
+        .ok_or_else(|| PyValueError::new_err(format!("{name} is not C-contiguous")))
+}
+
+fn readable<T: Element + Copy + Default>(buffer: &PyBuffer<T>, py: Python<'_>) -> PyResult<Vec<T>> {
+    let mut values = vec![T::default(); buffer.item_count()];
+    buffer.copy_to_slice(py, &mut values)?;
+    Ok(values)
+}
+
+/// Add one batch to one ring; return the events late for it and the new head.
+///
+/// `bucket_ids`, `events`, `loss_sums`, `loss_squared_sums` (one item per
+/// slot) and `extra_sums` (slots x columns) are the ring's arrays, changed in
+/// place. `head` is the ring's head bucket, `None` before its first event.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (bucket_ids, events, loss_sums, loss_squared_sums, extra_sums, head, bucket_ms, timestamps_ms, loss, extra))]
+pub fn ring_add(
+    py: Python<'_>,
+    bucket_ids: PyBuffer<i64>,
+    events: PyBuffer<i64>,
+    loss_sums: PyBuffer<f64>,
+    loss_squared_sums: PyBuffer<f64>,
+    extra_sums: PyBuffer<f64>,
+    head: Option<i64>,
+    bucket_ms: i64,
+    timestamps_ms: PyBuffer<i64>,
+    loss: PyBuffer<f64>,
+    extra: PyBuffer<f64>,
+) -> PyResult<(u64, Option<i64>)> {
+    let timestamps_ms: Vec<i64> = readable(&timestamps_ms, py)?;
+    let loss: Vec<f64> = readable(&loss, py)?;
+    let extra: Vec<f64> = readable(&extra, py)?;
+    let count = timestamps_ms.len();
+    if loss.len() != count {
+        return Err(PyValueError::new_err(
+            "timestamps_ms and loss differ in length",
+        ));
+    }
+    if bucket_ms <= 0 {
+        return Err(PyValueError::new_err("bucket_ms must be positive"));
+    }
+    let slots = bucket_ids.item_count();
+    if slots == 0
+        || [
+            events.item_count(),
+            loss_sums.item_count(),
+            loss_squared_sums.item_count(),
+        ]
+        .iter()
+        .any(|&length| length != slots)
+        || !extra_sums.item_count().is_multiple_of(slots)
+    {
+        return Err(PyValueError::new_err(
+            "the ring's arrays do not have one item per slot",
+        ));
+    }
+    let columns = extra_sums.item_count() / slots;
+    if extra.len() != count * columns {
+        return Err(PyValueError::new_err(format!(
+            "extra has {} items, expected {count} events x {columns} columns",
+            extra.len()
+        )));
+    }
+    if count == 0 {
+        return Ok((0, head));
+    }
+    let addresses = [
+        bucket_ids.buf_ptr() as usize,
+        events.buf_ptr() as usize,
+        loss_sums.buf_ptr() as usize,
+        loss_squared_sums.buf_ptr() as usize,
+        extra_sums.buf_ptr() as usize,
+    ];
+    for (at, address) in addresses.iter().enumerate() {
+        if addresses[..at].contains(address) && !(columns == 0 && at == 4) {
+            return Err(PyValueError::new_err("the ring's arrays must be distinct"));
+        }
+    }
+    let pointers = (
+        writable(&bucket_ids, "bucket_ids")?,
+        writable(&events, "events")?,
+        writable(&loss_sums, "loss_sums")?,
+        writable(&loss_squared_sums, "loss_squared_sums")?,
+        writable(&extra_sums, "extra_sums")?,
+    );
+    // SAFETY: the GIL is held (`py`) while these slices live and no Python
+    // runs below, so nothing else touches the arrays' memory; the buffers
+    // stay acquired until the function returns; the arrays are distinct
+    // (checked above), so the slices do not alias.
+    let (bucket_ids, events, loss_sums, loss_squared_sums, extra_sums) = unsafe {
+        (
+            &mut *pointers.0.as_ptr(),
+            &mut *pointers.1.as_ptr(),
+            &mut *pointers.2.as_ptr(),
+            &mut *pointers.3.as_ptr(),
+            &mut *pointers.4.as_ptr(),
+        )
+    };
+
+    // The running head, and the events at or below it less the ring's size.
+    let ring = slots as i64;
+    let buckets: Vec<i64> = timestamps_ms
+        .iter()
+        .map(|t| t.div_euclid(bucket_ms))
+        .collect();
+    let mut running = head.unwrap_or(buckets[0]);
+    let mut late = 0u64;
+    for &bucket in &buckets {
+        running = running.max(bucket);
+        if bucket <= running.wrapping_sub(ring) {
+            late += 1;
+        }
+    }
+
+    // Sums by bucket of the events the ring still holds once the batch is in.
+    let first_held = i128::from(running) - i128::from(ring) + 1;
+    let mut batch_events = vec![0i64; slots];
+    let mut batch_loss = vec![0f64; slots];
+    let mut batch_squared = vec![0f64; slots];
+    let mut batch_extra = vec![0f64; slots * columns];
+    for (event, &bucket) in buckets.iter().enumerate() {
+        let offset = i128::from(bucket) - first_held;
+        if offset < 0 {
+            continue;
+        }
+        let offset = offset as usize;
+        let value = loss[event];
+        batch_events[offset] += 1;
+        batch_loss[offset] += value;
+        batch_squared[offset] += value * value;
+        let row = &extra[event * columns..(event + 1) * columns];
+        for (sum, value) in batch_extra[offset * columns..(offset + 1) * columns]
+            .iter_mut()
+            .zip(row)
+        {
+            *sum += value;
+        }
+    }
+
+    for offset in 0..slots {
+        if batch_events[offset] == 0 {
+            continue;
+        }
+        let bucket = (first_held + offset as i128) as i64;
+        let slot = bucket.rem_euclid(ring) as usize;
+        let reused = bucket_ids[slot] == bucket;
+        bucket_ids[slot] = bucket;
+        let kept = |value: f64| if reused { value } else { 0.0 };
+        events[slot] = if reused { events[slot] } else { 0 } + batch_events[offset];
+        loss_sums[slot] = kept(loss_sums[slot]) + batch_loss[offset];
+        loss_squared_sums[slot] = kept(loss_squared_sums[slot]) + batch_squared[offset];
+        let held = &mut extra_sums[slot * columns..(slot + 1) * columns];
+        for (sum, added) in held
+            .iter_mut()
+            .zip(&batch_extra[offset * columns..(offset + 1) * columns])
+        {
+            *sum = kept(*sum) + added;
+        }
+    }
+    Ok((late, Some(running)))
+}
