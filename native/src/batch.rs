@@ -264,7 +264,7 @@ impl Router {
         messages: &Bound<'py, PyList>,
         start: usize,
         partitions: &Bound<'py, PyDict>,
-        current: &mut Option<Current<'py>>,
+        loaded: &mut Vec<Current<'py>>,
     ) -> PyResult<usize> {
         let mut index = start;
         let stop = loop {
@@ -274,14 +274,17 @@ impl Router {
             }
             let message = messages.get_item(index)?;
             let partition: i64 = message.call_method0(intern!(py, "partition"))?.extract::<Option<i64>>()?.unwrap_or(0);
-            if current.as_ref().map(|c| c.partition) != Some(partition) {
-                if let Some(previous) = current.take() {
-                    previous.flush()?;
+            // Messages of several partitions may interleave: each partition's
+            // state is loaded once per walk and written back at its end.
+            let at = match loaded.iter().position(|c| c.partition == partition) {
+                Some(at) => at,
+                None => {
+                    let Some(state) = partitions.get_item(partition)? else { break index };
+                    loaded.push(load(state, partition)?);
+                    loaded.len() - 1
                 }
-                let Some(state) = partitions.get_item(partition)? else { break index };
-                *current = Some(load(state, partition)?);
-            }
-            let current_state = current.as_mut().expect("loaded");
+            };
+            let current_state = &mut loaded[at];
             let topic = message.call_method0(intern!(py, "topic"))?;
             let is_prediction = !topic.is_none() && topic.cast::<PyString>()?.to_str()? == self.predictions_topic;
             let offset: Option<i64> = message.call_method0(intern!(py, "offset"))?.extract()?;
@@ -584,11 +587,11 @@ impl Router {
         start: usize,
         partitions: &Bound<'py, PyDict>,
     ) -> PyResult<usize> {
-        let mut current: Option<Current<'py>> = None;
-        let walked = self.walk(py, messages, start, partitions, &mut current);
-        // The partition's clocks and offsets go back to its state even when a
-        // message method raised: what the join already took stays counted.
-        if let Some(current) = current {
+        let mut loaded: Vec<Current<'py>> = Vec::new();
+        let walked = self.walk(py, messages, start, partitions, &mut loaded);
+        // The partitions' clocks and offsets go back to their states even when
+        // a message method raised: what the join already took stays counted.
+        for current in &loaded {
             current.flush()?;
         }
         walked
