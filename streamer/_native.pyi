@@ -128,3 +128,6 @@ def ring_add(
     loss: Any,
     extra: Any,
 ) -> tuple[int, int | None]: ...
+def cusum_update(
+    statistic: float, increments: Any, threshold: float
+) -> tuple[float, int, int, int]: ...

@@ -49,6 +49,7 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
+from streamer import _native
 from streamer.loss import DEFAULT_EPS, binary_log_loss, multiclass_log_loss
 
 __all__ = [
@@ -88,8 +89,6 @@ _EMPTY_SUMS = (0.0,) * PROBABILITY_BINS
 _Number = TypeVar("_Number", int, float)
 
 _EPS = float(np.finfo(np.float64).eps)
-_MAX_CHUNK = 8192
-_MIN_CHUNK = 64
 _MIN_REFERENCE_EVENTS = 1000
 _MIN_PILOT_ALARMS = 100
 
@@ -413,12 +412,9 @@ class LossCusum:
     ``k`` is the allowance: half the smallest shift of the mean, in baseline
     standard deviations, to detect quickly.
 
-    A batch is processed with cumulative sums, ``S_t = C_t - min(0, min_j
-    C_j)``, ``C`` the running sum of ``z - k`` from the previous statistic,
-    in chunks of at most 8192 events; after an alarm the chunk shrinks to
-    about twice the distance between alarms, so the work stays linear in the
-    batch even when every event alarms. The result is the per-event
-    recursion's up to floating-point rounding.
+    A batch is standardised with numpy and walked event by event in the
+    compiled core (``native/src/cusum.rs``): the statistic is exactly the
+    recursion's.
 
     One event can add at most ``(max_loss - mean) / std - k`` to ``S``; with
     ``max_loss = -log(eps) = 36.04`` that may exceed a small threshold, so a
@@ -538,47 +534,17 @@ class LossCusum:
         """
         mean, std = self.baseline.mean_loss, self.baseline.std_loss
         increments = (_checked_losses(losses) - mean) / std - self.allowance_std
-
-        detected = False
-        start, chunk = 0, _MAX_CHUNK
-        while start < increments.size:
-            window = increments[start : start + chunk]
-            crossing = self._advance(window)
-            if crossing is None:
-                start += window.size
-                chunk = min(2 * chunk, _MAX_CHUNK)
-                continue
-
-            self._alarm(event=self._events + start + crossing + 1)
-            detected = True
-            start += crossing + 1
-            chunk = min(max(2 * (crossing + 1), _MIN_CHUNK), _MAX_CHUNK)
-
+        self._statistic, alarms, first, last = _native.cusum_update(
+            self._statistic, increments, self.threshold
+        )
+        if alarms:
+            if self._first_alarm_event is None:
+                self._first_alarm_event = self._events + first + 1
+            self._last_alarm_event = self._events + last + 1
+            self._alarms += alarms
         self._events += increments.size
-        self._drift_detected = detected
-        return detected
-
-    def _advance(self, increments: NDArray[np.float64]) -> int | None:
-        """Run ``S`` over ``increments``; return the offset of the first alarm.
-
-        Without an alarm ``S`` is left at the chunk's last value; with one it
-        is left at 0, for the events after the alarm.
-        """
-        walk = np.cumsum(np.concatenate(([self._statistic], increments)))[1:]
-        path = walk - np.minimum(np.minimum.accumulate(walk), 0.0)
-
-        over = path > self.threshold
-        if not over.any():
-            self._statistic = float(path[-1])
-            return None
-        self._statistic = 0.0
-        return int(np.argmax(over))
-
-    def _alarm(self, *, event: int) -> None:
-        self._alarms += 1
-        if self._first_alarm_event is None:
-            self._first_alarm_event = event
-        self._last_alarm_event = event
+        self._drift_detected = alarms > 0
+        return self._drift_detected
 
     def to_state(self) -> dict[str, Any]:
         """Return the detector, configuration included, as plain JSON data.

@@ -13,6 +13,7 @@
 //! queue; a multiclass one adds 8 bytes per class in a shared arena.
 
 mod batch;
+mod cusum;
 mod decode;
 mod guard;
 mod registry;
@@ -762,6 +763,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<batch::Router>()?;
     m.add_function(wrap_pyfunction!(batch::next_offsets, m)?)?;
     m.add_function(wrap_pyfunction!(windows::ring_add, m)?)?;
+    m.add_function(wrap_pyfunction!(cusum::cusum_update, m)?)?;
     m.add("INDEX_SLACK", side::INDEX_SLACK)?;
     m.add(
         "PREDICTION_SLOT_BYTES",
