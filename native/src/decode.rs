@@ -10,7 +10,13 @@
 //! can only be faster, never different.
 
 use compact_str::{CompactString, ToCompactString};
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::{Map, Number, Value};
 
 /// Longest model name, version or segment value, in code points.
 const MAX_NAME_CHARS: usize = 128;
@@ -52,11 +58,195 @@ pub struct DecodedOutcome {
     pub timestamp_ms: i64,
 }
 
-fn object(value: &[u8]) -> Option<Map<String, Value>> {
-    match serde_json::from_slice::<Value>(value).ok()? {
-        Value::Object(map) => Some(map),
-        _ => None,
+/// One top-level value the decoder reads. Strings without escapes borrow
+/// the message's bytes; objects (class probabilities, segments) are kept
+/// whole, since the decoder looks into them.
+#[derive(Clone)]
+enum Field<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Str(Cow<'a, str>),
+    Object(Map<String, Value>),
+    Array,
+}
+
+impl Field<'_> {
+    fn number(&self) -> Option<Number> {
+        match self {
+            Field::Int(value) => Some(Number::from(*value)),
+            Field::UInt(value) => Some(Number::from(*value)),
+            Field::Float(value) => Number::from_f64(*value),
+            _ => None,
+        }
     }
+}
+
+struct FieldVisitor;
+
+impl<'de> Visitor<'de> for FieldVisitor {
+    type Value = Field<'de>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, value: bool) -> Result<Field<'de>, E> {
+        Ok(Field::Bool(value))
+    }
+    fn visit_i64<E>(self, value: i64) -> Result<Field<'de>, E> {
+        Ok(Field::Int(value))
+    }
+    fn visit_u64<E>(self, value: u64) -> Result<Field<'de>, E> {
+        Ok(Field::UInt(value))
+    }
+    fn visit_f64<E>(self, value: f64) -> Result<Field<'de>, E> {
+        Ok(Field::Float(value))
+    }
+    fn visit_borrowed_str<E>(self, value: &'de str) -> Result<Field<'de>, E> {
+        Ok(Field::Str(Cow::Borrowed(value)))
+    }
+    fn visit_str<E>(self, value: &str) -> Result<Field<'de>, E> {
+        Ok(Field::Str(Cow::Owned(value.to_owned())))
+    }
+    fn visit_string<E>(self, value: String) -> Result<Field<'de>, E> {
+        Ok(Field::Str(Cow::Owned(value)))
+    }
+    fn visit_unit<E>(self) -> Result<Field<'de>, E> {
+        Ok(Field::Null)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Field<'de>, A::Error> {
+        match Value::deserialize(MapAccessDeserializer::new(map))? {
+            Value::Object(map) => Ok(Field::Object(map)),
+            _ => unreachable!("a map deserializes to an object"),
+        }
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Field<'de>, A::Error> {
+        Skipped::deserialize(SeqAccessDeserializer::new(seq))?;
+        Ok(Field::Array)
+    }
+}
+
+impl<'de> Deserialize<'de> for Field<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(FieldVisitor)
+    }
+}
+
+/// A value the decoder does not read, checked as strictly as one it does:
+/// `IgnoredAny` alone would let invalid UTF-8 through in strings.
+struct Skipped;
+
+impl<'de> Visitor<'de> for Skipped {
+    type Value = Skipped;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Skipped, E> {
+        Ok(Skipped)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Skipped, E> {
+        Ok(Skipped)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Skipped, E> {
+        Ok(Skipped)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Skipped, E> {
+        Ok(Skipped)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Skipped, E> {
+        Ok(Skipped)
+    }
+    fn visit_unit<E>(self) -> Result<Skipped, E> {
+        Ok(Skipped)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skipped, A::Error> {
+        while map.next_key::<Skipped>()?.is_some() {
+            map.next_value::<Skipped>()?;
+        }
+        Ok(Skipped)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skipped, A::Error> {
+        while seq.next_element::<Skipped>()?.is_some() {}
+        Ok(Skipped)
+    }
+}
+
+impl<'de> Deserialize<'de> for Skipped {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(Skipped)
+    }
+}
+
+/// Which of the wanted names a key is, as a bit set (names may repeat).
+struct Key<'n> {
+    names: &'n [&'n str],
+}
+
+impl<'de> Visitor<'de> for Key<'_> {
+    type Value = u32;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a string key")
+    }
+    fn visit_str<E>(self, key: &str) -> Result<u32, E> {
+        Ok(self
+            .names
+            .iter()
+            .enumerate()
+            .filter(|(_, name)| **name == key)
+            .fold(0, |found, (at, _)| found | 1 << at))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Key<'_> {
+    type Value = u32;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<u32, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+/// The top-level object's values under `names`, the last of a repeated key
+/// (as a JSON object built in full keeps it); every other value is parsed
+/// and dropped.
+struct Wanted<'n> {
+    names: &'n [&'n str],
+}
+
+impl<'de> Visitor<'de> for Wanted<'_> {
+    type Value = Vec<Option<Field<'de>>>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found: Vec<Option<Field<'de>>> = vec![None; self.names.len()];
+        while let Some(which) = map.next_key_seed(Key { names: self.names })? {
+            if which == 0 {
+                map.next_value::<Skipped>()?;
+                continue;
+            }
+            let value: Field<'de> = map.next_value()?;
+            for (at, slot) in found.iter_mut().enumerate() {
+                if which & (1 << at) != 0 {
+                    *slot = Some(value.clone());
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The values under `names` of the JSON object `value`; `None` unless it is
+/// one.
+fn object<'a>(value: &'a [u8], names: &[&str]) -> Option<Vec<Option<Field<'a>>>> {
+    let mut deserializer = serde_json::Deserializer::from_slice(value);
+    let found = deserializer.deserialize_map(Wanted { names }).ok()?;
+    deserializer.end().ok()?;
+    Some(found)
 }
 
 fn integer_text(value: &Value) -> Option<CompactString> {
@@ -68,14 +258,22 @@ fn integer_text(value: &Value) -> Option<CompactString> {
     }
 }
 
-fn event_id(raw: Option<&Value>, key: Option<&[u8]>) -> Option<CompactString> {
+fn integer_field_text(value: &Field<'_>) -> Option<CompactString> {
+    match value {
+        Field::Int(value) => Some(value.to_compact_string()),
+        Field::UInt(value) => Some(value.to_compact_string()),
+        _ => None,
+    }
+}
+
+fn event_id(raw: Option<&Field<'_>>, key: Option<&[u8]>) -> Option<CompactString> {
     match raw {
-        Some(Value::String(text)) if !text.is_empty() => Some(text.as_str().into()),
-        Some(Value::Null) | None => {
+        Some(Field::Str(text)) if !text.is_empty() => Some(text.as_ref().into()),
+        Some(Field::Null) | None => {
             let key = key.filter(|key| !key.is_empty())?;
             Some(std::str::from_utf8(key).ok()?.into())
         }
-        Some(other) => integer_text(other),
+        Some(other) => integer_field_text(other),
     }
 }
 
@@ -83,12 +281,11 @@ fn short(text: &str) -> bool {
     text.len() <= MAX_NAME_CHARS || text.chars().count() <= MAX_NAME_CHARS
 }
 
-fn timestamp(raw: Option<&Value>, kafka_timestamp_ms: Option<i64>) -> Option<i64> {
+fn timestamp(raw: Option<&Field<'_>>, kafka_timestamp_ms: Option<i64>) -> Option<i64> {
     let timestamp_ms = match raw {
-        None | Some(Value::Null) => kafka_timestamp_ms.filter(|&ms| ms >= 0)?,
-        Some(Value::Number(number)) => number.as_i64().filter(|&ms| ms >= 0)?,
-        Some(Value::String(text)) => iso_timestamp_ms(text)?,
-        Some(_) => return None,
+        None | Some(Field::Null) => kafka_timestamp_ms.filter(|&ms| ms >= 0)?,
+        Some(Field::Str(text)) => iso_timestamp_ms(text)?,
+        Some(other) => other.number()?.as_i64().filter(|&ms| ms >= 0)?,
     };
     (0..=MAX_TIMESTAMP_MS).contains(&timestamp_ms).then_some(timestamp_ms)
 }
@@ -190,11 +387,19 @@ fn probability(raw: Option<&Value>) -> Option<f64> {
     }
 }
 
+fn probability_field(raw: Option<&Field<'_>>) -> Option<f64> {
+    // serde_json reads the integer `-0` as the float -0.0, orjson as the
+    // int 0 (so 0.0): which one the text was cannot be told here.
+    raw?.number()?
+        .as_f64()
+        .filter(|p| (0.0..=1.0).contains(p) && !(*p == 0.0 && p.is_sign_negative()))
+}
+
 fn distribution(
-    raw: &Value,
+    raw: &Field<'_>,
     sum_tolerance: f64,
 ) -> Option<(Vec<CompactString>, Vec<f64>)> {
-    let Value::Object(map) = raw else { return None };
+    let Field::Object(map) = raw else { return None };
     if map.len() < 2 {
         return None;
     }
@@ -231,9 +436,9 @@ fn segment_value(raw: Option<&Value>) -> Option<CompactString> {
     })
 }
 
-fn segment(raw: Option<&Value>, keys: &[String]) -> Option<Vec<CompactString>> {
+fn segment(raw: Option<&Field<'_>>, keys: &[String]) -> Option<Vec<CompactString>> {
     let found = match raw {
-        Some(Value::Object(map)) => Some(map),
+        Some(Field::Object(map)) => Some(map),
         _ => None,
     };
     keys.iter()
@@ -241,11 +446,11 @@ fn segment(raw: Option<&Value>, keys: &[String]) -> Option<Vec<CompactString>> {
         .collect()
 }
 
-fn version(raw: Option<&Value>) -> Option<CompactString> {
+fn version(raw: Option<&Field<'_>>) -> Option<CompactString> {
     match raw {
-        None | Some(Value::Null) => Some(CompactString::default()),
-        Some(Value::String(text)) => short(text).then(|| text.as_str().into()),
-        Some(other) => integer_text(other),
+        None | Some(Field::Null) => Some(CompactString::default()),
+        Some(Field::Str(text)) => short(text).then(|| text.as_ref().into()),
+        Some(other) => integer_field_text(other),
     }
 }
 
@@ -257,22 +462,33 @@ pub fn prediction(
     key: Option<&[u8]>,
     kafka_timestamp_ms: Option<i64>,
 ) -> Option<DecodedPrediction> {
-    let obj = object(value)?;
-    let id = event_id(obj.get(&fields.event_id), key)?;
-    let model = match obj.get(&fields.model) {
-        Some(Value::String(text)) if !text.is_empty() && short(text) => {
-            CompactString::from(text.as_str())
+    let names = [
+        fields.event_id.as_str(),
+        fields.model.as_str(),
+        fields.model_version.as_str(),
+        fields.timestamp.as_str(),
+        fields.segment.as_str(),
+        fields.probabilities.as_str(),
+        fields.probability.as_str(),
+    ];
+    let found = object(value, &names)?;
+    let [id, model, version_field, timestamp_field, segment_field, probabilities, probability] =
+        <[Option<Field<'_>>; 7]>::try_from(found).ok()?;
+    let id = event_id(id.as_ref(), key)?;
+    let model = match model {
+        Some(Field::Str(text)) if !text.is_empty() && short(&text) => {
+            CompactString::from(text.as_ref())
         }
         _ => return None,
     };
-    let version = version(obj.get(&fields.model_version))?;
-    let timestamp_ms = timestamp(obj.get(&fields.timestamp), kafka_timestamp_ms)?;
+    let version = version(version_field.as_ref())?;
+    let timestamp_ms = timestamp(timestamp_field.as_ref(), kafka_timestamp_ms)?;
     let segment = if segment_keys.is_empty() {
         Vec::new()
     } else {
-        segment(obj.get(&fields.segment), segment_keys)?
+        segment(segment_field.as_ref(), segment_keys)?
     };
-    if let Some(raw) = obj.get(&fields.probabilities) {
+    if let Some(raw) = &probabilities {
         let (classes, probabilities) = distribution(raw, sum_tolerance)?;
         return Some(DecodedPrediction {
             id,
@@ -285,7 +501,7 @@ pub fn prediction(
             segment,
         });
     }
-    let probability = probability(obj.get(&fields.probability))?;
+    let probability = probability_field(probability.as_ref())?;
     Some(DecodedPrediction {
         id,
         model,
@@ -304,20 +520,17 @@ pub fn outcome(
     key: Option<&[u8]>,
     kafka_timestamp_ms: Option<i64>,
 ) -> Option<DecodedOutcome> {
-    let obj = object(value)?;
-    let id = event_id(obj.get(&fields.event_id), key)?;
-    let label = match obj.get(&fields.label)? {
-        Value::Bool(flag) => Label::Bool(*flag),
-        Value::String(text) => Label::Str(text.as_str().into()),
-        Value::Number(number) => {
-            if let Some(value) = number.as_i64() {
-                Label::Int(i128::from(value))
-            } else {
-                Label::Int(i128::from(number.as_u64()?))
-            }
-        }
+    let names = [fields.event_id.as_str(), fields.label.as_str(), fields.timestamp.as_str()];
+    let found = object(value, &names)?;
+    let [id, label, timestamp_field] = <[Option<Field<'_>>; 3]>::try_from(found).ok()?;
+    let id = event_id(id.as_ref(), key)?;
+    let label = match label? {
+        Field::Bool(flag) => Label::Bool(flag),
+        Field::Str(text) => Label::Str(text.as_ref().into()),
+        Field::Int(value) => Label::Int(i128::from(value)),
+        Field::UInt(value) => Label::Int(i128::from(value)),
         _ => return None,
     };
-    let timestamp_ms = timestamp(obj.get(&fields.timestamp), kafka_timestamp_ms)?;
+    let timestamp_ms = timestamp(timestamp_field.as_ref(), kafka_timestamp_ms)?;
     Some(DecodedOutcome { id, label, timestamp_ms })
 }

@@ -1422,3 +1422,36 @@ def test_a_sub_millisecond_number_lands_on_an_adjacent_millisecond(
     )
     _, outcome = _decode(value, None, None, DEFAULT_TOLERANCE)
     assert outcome in expected_timestamps(microseconds)
+
+
+BASE = b'"event_id":"e-1","model":"m","timestamp":0,"probability":0.5'
+
+
+@pytest.mark.parametrize(
+    ("value", "native_decodes"),
+    [
+        # Values the compiled decoder reads no further than to check them:
+        (b'{"note":"\xff",' + BASE + b"}", False),  # bad UTF-8
+        (b'{"note":["ok",{"deep":"\xed\xa0\x80"}],' + BASE + b"}", False),
+        (b'{"note":"\\ud800",' + BASE + b"}", False),  # a lone surrogate escape
+        (b'{"note":{"\xc0\xaf":1},' + BASE + b"}", False),  # bad UTF-8 in a key
+        (b'{"note":"\x1f",' + BASE + b"}", False),  # a raw control character
+        (b'{"note":1e999,' + BASE + b"}", False),
+        (b'{"note":[1,2,{"x":null}],"more":true,' + BASE + b"}", True),
+        # Keys: escaped, repeated (the last one counts), near misses.
+        (b'{"\\u0065vent_id":"e-2","model":"m","timestamp":0,"probability":0.5}', True),
+        (b'{"model":"first",' + BASE + b',"model":"last"}', True),
+        (b'{"probability":2,' + BASE + b"}", True),
+        (b"{" + BASE + b',"probability":2}', False),
+        (b'{"Model":"x","model ":"y",' + BASE + b"}", True),
+        (b"[" + BASE + b"]", False),
+        (b"{" + BASE + b"} x", False),
+    ],
+)
+def test_the_compiled_decoder_reads_only_its_fields_yet_checks_them_all(
+    value: bytes, native_decodes: bool
+) -> None:
+    """Values of other fields are parsed, never kept; Python's verdict stands."""
+    prediction, _ = _decode(value, None, None, DEFAULT_TOLERANCE)
+    decoded = native_router(DEFAULT_TOLERANCE, ()).decode_prediction(value, None, None)
+    assert (decoded is not None) == native_decodes, prediction
