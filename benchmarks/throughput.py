@@ -194,7 +194,7 @@ def profile_pipeline(py_spy: Path, dataset: DataSet, args: argparse.Namespace) -
         "raw",
         "--rate",
         str(PROFILE_RATE_HZ),
-        "--nonblocking",
+        "--native",
         "-o",
         str(raw),
         "--",
@@ -286,8 +286,9 @@ def main() -> None:
                 timeout_s=timeout_s,
             )
             results["peer_versions"] = _peer_versions(peer_python)
-        if not args.skip_profile and peer_python is not None:
-            py_spy = args.peer_venv / "bin" / "py-spy"
+        if not args.skip_profile:
+            # py-spy is pinned with the peer's requirements.
+            py_spy = ensure_peer_venv(args.peer_venv).parent / "py-spy"
             results["profile"] = profile_pipeline(py_spy, dataset, args)
 
     pending = ["--events", str(args.pending), "--partitions", str(args.partitions)]

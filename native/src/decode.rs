@@ -287,7 +287,9 @@ fn timestamp(raw: Option<&Field<'_>>, kafka_timestamp_ms: Option<i64>) -> Option
         Some(Field::Str(text)) => iso_timestamp_ms(text)?,
         Some(other) => other.number()?.as_i64().filter(|&ms| ms >= 0)?,
     };
-    (0..=MAX_TIMESTAMP_MS).contains(&timestamp_ms).then_some(timestamp_ms)
+    (0..=MAX_TIMESTAMP_MS)
+        .contains(&timestamp_ms)
+        .then_some(timestamp_ms)
 }
 
 fn digits(text: &[u8]) -> Option<i64> {
@@ -345,7 +347,10 @@ pub fn iso_timestamp_ms(text: &str) -> Option<i64> {
     let mut rest = &bytes[19..];
     let mut millis = 0;
     if let Some((b'.', fraction)) = rest.split_first() {
-        let len = fraction.iter().take_while(|byte| byte.is_ascii_digit()).count();
+        let len = fraction
+            .iter()
+            .take_while(|byte| byte.is_ascii_digit())
+            .count();
         if !(1..=3).contains(&len) {
             return None;
         }
@@ -395,10 +400,7 @@ fn probability_field(raw: Option<&Field<'_>>) -> Option<f64> {
         .filter(|p| (0.0..=1.0).contains(p) && !(*p == 0.0 && p.is_sign_negative()))
 }
 
-fn distribution(
-    raw: &Field<'_>,
-    sum_tolerance: f64,
-) -> Option<(Vec<CompactString>, Vec<f64>)> {
+fn distribution(raw: &Field<'_>, sum_tolerance: f64) -> Option<(Vec<CompactString>, Vec<f64>)> {
     let Field::Object(map) = raw else { return None };
     if map.len() < 2 {
         return None;
@@ -520,7 +522,11 @@ pub fn outcome(
     key: Option<&[u8]>,
     kafka_timestamp_ms: Option<i64>,
 ) -> Option<DecodedOutcome> {
-    let names = [fields.event_id.as_str(), fields.label.as_str(), fields.timestamp.as_str()];
+    let names = [
+        fields.event_id.as_str(),
+        fields.label.as_str(),
+        fields.timestamp.as_str(),
+    ];
     let found = object(value, &names)?;
     let [id, label, timestamp_field] = <[Option<Field<'_>>; 3]>::try_from(found).ok()?;
     let id = event_id(id.as_ref(), key)?;
@@ -532,5 +538,9 @@ pub fn outcome(
         _ => return None,
     };
     let timestamp_ms = timestamp(timestamp_field.as_ref(), kafka_timestamp_ms)?;
-    Some(DecodedOutcome { id, label, timestamp_ms })
+    Some(DecodedOutcome {
+        id,
+        label,
+        timestamp_ms,
+    })
 }
