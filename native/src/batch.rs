@@ -234,6 +234,25 @@ fn column<'py, T: Copy, const N: usize>(
     PyBytes::new(py, &bytes)
 }
 
+/// `decode(key, kafka_timestamp_ms)` of a message, asking the message for
+/// its key and Kafka timestamp only if it cannot be decoded without them.
+///
+/// They stand in for a missing event id or timestamp only, so a decode that
+/// succeeds without them never consulted them; most messages carry both.
+fn decode_lazily<T>(
+    py: Python<'_>,
+    message: &Bound<'_, PyAny>,
+    decode: impl Fn(Option<&[u8]>, Option<i64>) -> Option<T>,
+) -> PyResult<Option<T>> {
+    if let Some(decoded) = decode(None, None) {
+        return Ok(Some(decoded));
+    }
+    let (kind, value): (i64, i64) = message.call_method0(intern!(py, "timestamp"))?.extract()?;
+    let kafka_timestamp_ms = (kind != 0 && value >= 0).then_some(value);
+    let key = message.call_method0(intern!(py, "key"))?;
+    Ok(decode(key.cast::<PyBytes>().ok().map(|key| key.as_bytes()), kafka_timestamp_ms))
+}
+
 /// A decoded label as the Python value `records.py` would give.
 fn label_object(py: Python<'_>, label: &Label) -> Py<PyAny> {
     match label {
@@ -300,20 +319,22 @@ impl Router {
                     continue;
                 }
             }
-            let (kind, value): (i64, i64) = message.call_method0(intern!(py, "timestamp"))?.extract()?;
-            let kafka_timestamp_ms = (kind != 0 && value >= 0).then_some(value);
             let value_object = message.call_method0(intern!(py, "value"))?;
             let Ok(value) = value_object.cast::<PyBytes>() else { break index };
             let value = value.as_bytes();
-            let key_object = message.call_method0(intern!(py, "key"))?;
-            let key = key_object.cast::<PyBytes>().ok().map(|key| key.as_bytes());
             let handled = if is_prediction {
-                match decode::prediction(&self.fields, self.sum_tolerance, &self.segment_keys, value, key, kafka_timestamp_ms) {
+                let decoded = decode_lazily(py, &message, |key, kafka_timestamp_ms| {
+                    decode::prediction(&self.fields, self.sum_tolerance, &self.segment_keys, value, key, kafka_timestamp_ms)
+                })?;
+                match decoded {
                     Some(decoded) => self.prediction(py, index, current_state, decoded, offset)?,
                     None => false,
                 }
             } else {
-                match decode::outcome(&self.fields, value, key, kafka_timestamp_ms) {
+                let decoded = decode_lazily(py, &message, |key, kafka_timestamp_ms| {
+                    decode::outcome(&self.fields, value, key, kafka_timestamp_ms)
+                })?;
+                match decoded {
                     Some(decoded) => self.outcome(py, index, current_state, decoded, offset)?,
                     None => false,
                 }

@@ -230,11 +230,15 @@ impl<'de> Visitor<'de> for Wanted<'_> {
                 continue;
             }
             let value: Field<'de> = map.next_value()?;
-            for (at, slot) in found.iter_mut().enumerate() {
+            // A name wanted twice (two fields configured alike) is rare:
+            // only then is the value copied.
+            let last = 31 - which.leading_zeros() as usize;
+            for (at, slot) in found.iter_mut().enumerate().take(last) {
                 if which & (1 << at) != 0 {
                     *slot = Some(value.clone());
                 }
             }
+            found[last] = Some(value);
         }
         Ok(found)
     }

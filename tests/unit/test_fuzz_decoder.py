@@ -1455,3 +1455,38 @@ def test_the_compiled_decoder_reads_only_its_fields_yet_checks_them_all(
     prediction, _ = _decode(value, None, None, DEFAULT_TOLERANCE)
     decoded = native_router(DEFAULT_TOLERANCE, ()).decode_prediction(value, None, None)
     assert (decoded is not None) == native_decodes, prediction
+
+
+def test_two_fields_configured_under_one_name_both_read_it() -> None:
+    fields = FieldsConfig(model_version="model", timestamp="at", event_id="at")
+    router = _native.Router(
+        tuple(
+            getattr(fields, name)
+            for name in (
+                "event_id",
+                "model",
+                "model_version",
+                "timestamp",
+                "probability",
+                "probabilities",
+                "label",
+                "segment",
+            )
+        ),
+        DEFAULT_TOLERANCE,
+        [],
+        "predictions",
+        None,
+        {},
+        ModelKey,
+    )
+    value = b'{"model":"m","at":1700000000000,"probability":0.25}'
+    expected = decode_prediction(
+        value, None, None, fields=fields, sum_tolerance=DEFAULT_TOLERANCE
+    )
+    assert expected == Prediction(
+        "1700000000000", ModelKey("m", "m"), 1_700_000_000_000, 0.25
+    )
+    found = router.decode_prediction(value, None, None)
+    assert found is not None
+    assert found[:5] == ("1700000000000", "m", "m", 1_700_000_000_000, 0.25)
