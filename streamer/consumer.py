@@ -16,12 +16,14 @@ auto-commits the offsets of processed batches.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Final
 
 from confluent_kafka import (
     Consumer,
@@ -235,7 +237,8 @@ class KafkaSource:
                 on_revoke=self._on_revoke,
                 on_lost=self._on_lost,
             )
-            self._loop()
+            with few_collections():
+                self._loop()
             self._checkpoint(sorted(self._held))
         finally:
             if self.dead_letters is not None:
@@ -459,6 +462,34 @@ class KafkaSource:
         self._error_log.note(
             error.name(), "code=%s reason=%s", error.name(), error.str()
         )
+
+
+GC_THRESHOLD: Final = 100_000
+"""Net new container objects between two young-generation collections."""
+
+
+@contextlib.contextmanager
+def few_collections() -> Iterator[None]:
+    """Run the consume loop with the cyclic garbage collector mostly idle.
+
+    Each batch makes ``consume_batch_size`` message objects, which live
+    until the batch is done; at CPython's default threshold (700) they set
+    off a dozen collections per batch that walk the live messages, about a
+    tenth of the loop's CPU at full speed. Objects from start-up are frozen
+    (left out of every collection) and a collection waits for
+    :data:`GC_THRESHOLD` more container objects than were freed: the loop
+    makes few reference cycles, and any it makes are still collected, just
+    in larger rounds. The previous settings come back when the loop ends.
+    """
+    previous = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, *previous[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
+        gc.unfreeze()
 
 
 def _next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
