@@ -747,8 +747,10 @@ pub fn next_offsets<'py>(
     py: Python<'py>,
     messages: &Bound<'py, PyList>,
 ) -> PyResult<Vec<(Py<PyAny>, i64, i64)>> {
-    let mut newest: Vec<(Py<PyAny>, i64, i64)> = Vec::new();
-    let mut at: HashMap<(String, i64), usize> = HashMap::new();
+    // (topic, partition, next offset) with the topic's text; a batch holds
+    // few of them, mostly in runs, so the last one found is tried first.
+    let mut newest: Vec<(String, Py<PyAny>, i64, i64)> = Vec::new();
+    let mut last = 0;
     for message in messages.iter() {
         let topic = message.call_method0(intern!(py, "topic"))?;
         let partition: Option<i64> = message.call_method0(intern!(py, "partition"))?.extract()?;
@@ -757,18 +759,23 @@ pub fn next_offsets<'py>(
         if topic.is_none() {
             continue;
         }
-        let key = (topic.cast::<PyString>()?.to_str()?.to_owned(), partition);
-        match at.get(&key) {
-            Some(&index) => {
-                if offset + 1 > newest[index].2 {
-                    newest[index].2 = offset + 1;
-                }
+        let text = topic.cast::<PyString>()?.to_str()?;
+        let same = |entry: &(String, Py<PyAny>, i64, i64)| entry.2 == partition && entry.0 == text;
+        let found = match newest.get(last) {
+            Some(entry) if same(entry) => Some(last),
+            _ => newest.iter().position(same),
+        };
+        match found {
+            Some(index) => {
+                last = index;
+                let entry = &mut newest[index];
+                entry.3 = entry.3.max(offset + 1);
             }
             None => {
-                at.insert(key, newest.len());
-                newest.push((topic.unbind(), partition, offset + 1));
+                last = newest.len();
+                newest.push((text.to_owned(), topic.clone().unbind(), partition, offset + 1));
             }
         }
     }
-    Ok(newest)
+    Ok(newest.into_iter().map(|(_, topic, partition, next)| (topic, partition, next)).collect())
 }
