@@ -116,18 +116,9 @@ class Router:
     ) -> tuple[str, bool | int | str, int] | None: ...
 
 def next_offsets(messages: list[Any]) -> list[tuple[str, int, int]]: ...
-def ring_add(
-    bucket_ids: Any,
-    events: Any,
-    loss_sums: Any,
-    loss_squared_sums: Any,
-    extra_sums: Any,
-    head: int | None,
-    bucket_ms: int,
-    timestamps_ms: Any,
-    loss: Any,
-    extra: Any,
-) -> tuple[int, int | None]: ...
+def rings_add(
+    rings: list[tuple[Any, ...]], timestamps_ms: Any, loss: Any, extra: Any
+) -> tuple[list[tuple[int, int | None]], int, int]: ...
 def cusum_update(
     statistic: float, increments: Any, threshold: float
 ) -> tuple[float, int, int, int]: ...

@@ -227,19 +227,14 @@ class _Ring:
         self.loss_squared_sums = np.zeros(spec.buckets, dtype=np.float64)
         self.extra_sums = np.zeros((spec.buckets, extra_columns), dtype=np.float64)
 
-    def add(
-        self,
-        timestamp_ms: NDArray[np.int64],
-        loss: NDArray[np.float64],
-        extra: NDArray[np.float64],
-    ) -> int:
-        """Add one batch; return how many events were late.
+    def compiled(self) -> tuple[Any, ...]:
+        """The slots and head, as the compiled core's ``rings_add`` takes them.
 
-        The compiled core does it in place on the slots, with the arithmetic
-        of :meth:`add_reference`, which stays as the reference it is tested
+        It adds a batch in place on the slots, with the arithmetic of
+        :meth:`add_reference`, which stays as the reference it is tested
         against (bit for bit).
         """
-        late, self.head = _native.ring_add(
+        return (
             self.bucket_ids,
             self.events,
             self.loss_sums,
@@ -247,11 +242,7 @@ class _Ring:
             self.extra_sums,
             self.head,
             self.spec.bucket_ms,
-            timestamp_ms,
-            loss,
-            extra,
         )
-        return late
 
     def add_reference(
         self,
@@ -259,7 +250,7 @@ class _Ring:
         loss: NDArray[np.float64],
         extra: NDArray[np.float64],
     ) -> int:
-        """:meth:`add` in numpy: the reference for the compiled form."""
+        """What ``rings_add`` does to this ring, in numpy: its reference."""
         if timestamp_ms.size == 0:
             return 0
         bucket = timestamp_ms // self.spec.bucket_ms
@@ -460,10 +451,22 @@ class RollingWindows:
         """
         timestamp_ms, loss = _checked_batch(timestamp_ms, loss)
         extra = _checked_extra(extra, loss.size, self.extra_columns)
-        return {
-            name: ring.add(timestamp_ms, loss, extra)
-            for name, ring in self._rings.items()
-        }
+        rings = self._rings.values()
+        added, bad_loss, bad_extra = _native.rings_add(
+            [ring.compiled() for ring in rings], timestamp_ms, loss, extra
+        )
+        if bad_loss >= 0:
+            raise ValueError(
+                f"losses must be finite and not negative, got "
+                f"{float(loss[bad_loss])!r} at index {bad_loss}"
+            )
+        if bad_extra >= 0:
+            raise ValueError("extra columns must be finite")
+        late: dict[str, int] = {}
+        for ring, (events_late, head) in zip(rings, added, strict=True):
+            ring.head = head
+            late[ring.spec.name] = events_late
+        return late
 
     def stats(self, now_ms: int) -> dict[str, WindowStats]:
         """Return window name -> the statistics of the window ending at ``now_ms``."""
@@ -552,8 +555,6 @@ def _checked_extra(
         raise ValueError(
             f"extra must have shape {(events, columns)}, got {extra.shape}"
         )
-    if not np.isfinite(extra).all():
-        raise ValueError("extra columns must be finite")
     return extra
 
 
@@ -578,12 +579,6 @@ def _checked_batch(
             f"{timestamp_ms.shape} and {loss.shape}"
         )
 
-    invalid = ~(np.isfinite(loss) & (loss >= 0.0))
-    if invalid.any():
-        raise ValueError(
-            f"losses must be finite and not negative, got {float(loss[invalid][0])!r} "
-            f"at index {int(np.flatnonzero(invalid)[0])}"
-        )
     return timestamp_ms, loss
 
 

@@ -31,30 +31,78 @@ fn readable<T: Element + Copy + Default>(buffer: &PyBuffer<T>, py: Python<'_>) -
     Ok(values)
 }
 
-/// Add one batch to one ring; return the events late for it and the new head.
+/// One ring's arrays and head, as `streamer.windows._Ring` keeps them.
+type RingArgs = (
+    PyBuffer<i64>,
+    PyBuffer<i64>,
+    PyBuffer<f64>,
+    PyBuffer<f64>,
+    PyBuffer<f64>,
+    Option<i64>,
+    i64,
+);
+
+/// Add one batch to every ring of a key.
 ///
-/// `bucket_ids`, `events`, `loss_sums`, `loss_squared_sums` (one item per
-/// slot) and `extra_sums` (slots x columns) are the ring's arrays, changed in
-/// place. `head` is the ring's head bucket, `None` before its first event.
+/// Each ring is `(bucket_ids, events, loss_sums, loss_squared_sums,
+/// extra_sums, head, bucket_ms)`: its arrays (one item per slot; slots x
+/// columns), changed in place, its head bucket (`None` before its first
+/// event) and bucket length. The batch is checked first: with a loss that
+/// is not finite and non-negative, or an extra value that is not finite,
+/// nothing changes and the first such index is returned (`-1` otherwise).
+/// Else the late events and the new head of each ring come back.
 #[pyfunction]
-#[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (bucket_ids, events, loss_sums, loss_squared_sums, extra_sums, head, bucket_ms, timestamps_ms, loss, extra))]
-pub fn ring_add(
+pub fn rings_add(
     py: Python<'_>,
-    bucket_ids: PyBuffer<i64>,
-    events: PyBuffer<i64>,
-    loss_sums: PyBuffer<f64>,
-    loss_squared_sums: PyBuffer<f64>,
-    extra_sums: PyBuffer<f64>,
-    head: Option<i64>,
-    bucket_ms: i64,
+    rings: Vec<RingArgs>,
     timestamps_ms: PyBuffer<i64>,
     loss: PyBuffer<f64>,
     extra: PyBuffer<f64>,
-) -> PyResult<(u64, Option<i64>)> {
+) -> PyResult<(Vec<(u64, Option<i64>)>, i64, i64)> {
     let timestamps_ms: Vec<i64> = readable(&timestamps_ms, py)?;
     let loss: Vec<f64> = readable(&loss, py)?;
     let extra: Vec<f64> = readable(&extra, py)?;
+    if let Some(at) = loss
+        .iter()
+        .position(|value| !(value.is_finite() && *value >= 0.0))
+    {
+        return Ok((Vec::new(), at as i64, -1));
+    }
+    if let Some(at) = extra.iter().position(|value| !value.is_finite()) {
+        return Ok((Vec::new(), -1, at as i64));
+    }
+    let mut added = Vec::with_capacity(rings.len());
+    for (bucket_ids, events, loss_sums, loss_squared_sums, extra_sums, head, bucket_ms) in &rings {
+        added.push(ring_add(
+            bucket_ids,
+            events,
+            loss_sums,
+            loss_squared_sums,
+            extra_sums,
+            *head,
+            *bucket_ms,
+            &timestamps_ms,
+            &loss,
+            &extra,
+        )?);
+    }
+    Ok((added, -1, -1))
+}
+
+/// Add one batch to one ring; the events late for it and the new head.
+#[allow(clippy::too_many_arguments)]
+fn ring_add(
+    bucket_ids: &PyBuffer<i64>,
+    events: &PyBuffer<i64>,
+    loss_sums: &PyBuffer<f64>,
+    loss_squared_sums: &PyBuffer<f64>,
+    extra_sums: &PyBuffer<f64>,
+    head: Option<i64>,
+    bucket_ms: i64,
+    timestamps_ms: &[i64],
+    loss: &[f64],
+    extra: &[f64],
+) -> PyResult<(u64, Option<i64>)> {
     let count = timestamps_ms.len();
     if loss.len() != count {
         return Err(PyValueError::new_err(
@@ -102,16 +150,16 @@ pub fn ring_add(
         }
     }
     let pointers = (
-        writable(&bucket_ids, "bucket_ids")?,
-        writable(&events, "events")?,
-        writable(&loss_sums, "loss_sums")?,
-        writable(&loss_squared_sums, "loss_squared_sums")?,
-        writable(&extra_sums, "extra_sums")?,
+        writable(bucket_ids, "bucket_ids")?,
+        writable(events, "events")?,
+        writable(loss_sums, "loss_sums")?,
+        writable(loss_squared_sums, "loss_squared_sums")?,
+        writable(extra_sums, "extra_sums")?,
     );
-    // SAFETY: the GIL is held (`py`) while these slices live and no Python
-    // runs below, so nothing else touches the arrays' memory; the buffers
-    // stay acquired until the function returns; the arrays are distinct
-    // (checked above), so the slices do not alias.
+    // SAFETY: the GIL is held (by `rings_add`'s caller) while these slices
+    // live and no Python runs below, so nothing else touches the arrays'
+    // memory; the buffers stay acquired until the function returns; the
+    // arrays are distinct (checked above), so the slices do not alias.
     let (bucket_ids, events, loss_sums, loss_squared_sums, extra_sums) = unsafe {
         (
             &mut *pointers.0.as_ptr(),
