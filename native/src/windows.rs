@@ -42,6 +42,9 @@ type RingArgs = (
     i64,
 );
 
+/// Per ring the late events and new head; the first bad loss and extra index.
+type Added = (Vec<(u64, Option<i64>)>, i64, i64);
+
 /// Add one batch to every ring of a key.
 ///
 /// Each ring is `(bucket_ids, events, loss_sums, loss_squared_sums,
@@ -58,7 +61,7 @@ pub fn rings_add(
     timestamps_ms: PyBuffer<i64>,
     loss: PyBuffer<f64>,
     extra: PyBuffer<f64>,
-) -> PyResult<(Vec<(u64, Option<i64>)>, i64, i64)> {
+) -> PyResult<Added> {
     let timestamps_ms: Vec<i64> = readable(&timestamps_ms, py)?;
     let loss: Vec<f64> = readable(&loss, py)?;
     let extra: Vec<f64> = readable(&extra, py)?;
