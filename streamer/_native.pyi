@@ -119,6 +119,15 @@ def next_offsets(messages: list[Any]) -> list[tuple[str, int, int]]: ...
 def rings_add(
     rings: list[tuple[Any, ...]], timestamps_ms: Any, loss: Any, extra: Any
 ) -> tuple[list[tuple[int, int | None]], int, int]: ...
+def rings_add_binned(
+    rings: list[tuple[Any, ...]],
+    timestamps_ms: Any,
+    loss: Any,
+    base: list[Any],
+    score: Any,
+    binned: list[Any],
+    edges: Any,
+) -> tuple[list[tuple[int, int | None]], int, int]: ...
 def cusum_update(
     statistic: float, increments: Any, threshold: float
 ) -> tuple[float, int, int, int]: ...

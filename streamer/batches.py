@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from streamer.columns import calibration_columns
+from streamer.columns import Parts, calibration_parts
 from streamer.config import ModelConfig
 from streamer.events import Outcome, Prediction
 from streamer.loss import multiclass_log_loss
@@ -164,10 +164,10 @@ class JoinedBatch:
             ),
         )
 
-    def calibration(self) -> NDArray[np.float64]:
-        """Each event's row of calibration columns (:mod:`streamer.columns`)."""
+    def calibration_parts(self) -> Parts:
+        """Each event's calibration columns (:mod:`streamer.columns`), by bin."""
         columns = self.columns()
-        return calibration_columns(
+        return calibration_parts(
             columns.scores, columns.positives, columns.squared_errors
         )
 

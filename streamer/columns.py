@@ -17,6 +17,8 @@ Bins are those of :mod:`streamer.drift`, so the sums stay additive.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -31,10 +33,15 @@ __all__ = [
     "CALIBRATION_COLUMNS",
     "PREDICTION_COLUMNS",
     "calibration_columns",
+    "calibration_parts",
     "calibration_sums",
     "prediction_columns",
+    "prediction_parts",
     "prediction_sums",
 ]
+
+Parts = tuple[list[NDArray[np.float64]], NDArray[np.float64], list[Any]]
+"""Extra columns by bin, as ``RollingWindows.add_binned`` takes them."""
 
 CALIBRATION_COLUMNS = 1 + 3 * PROBABILITY_BINS
 PREDICTION_COLUMNS = 1 + PROBABILITY_BINS
@@ -47,7 +54,10 @@ def calibration_columns(
     positive: NDArray[np.bool_],
     squared_error: NDArray[np.float64],
 ) -> NDArray[np.float64]:
-    """Per joined event, its row of calibration columns.
+    """Per joined event, its row of calibration columns, written out.
+
+    The pipeline passes them by bin (:func:`calibration_parts`); this dense
+    form is what that is tested against.
 
     ``score`` is the scored probability (binary ``p``, multiclass the top
     class's), ``positive`` whether the label is the positive (top) class, and
@@ -63,6 +73,15 @@ def calibration_columns(
     return rows
 
 
+def calibration_parts(
+    score: NDArray[np.float64],
+    positive: NDArray[np.bool_],
+    squared_error: NDArray[np.float64],
+) -> Parts:
+    """:func:`calibration_columns` by bin (``base``, ``score``, ``binned``)."""
+    return [squared_error], score, [None, score, positive.astype(np.float64)]
+
+
 def calibration_sums(extra_sums: tuple[float, ...]) -> CalibrationSums:
     """The calibration sums of a joined window's extra-column sums."""
     counts = extra_sums[1 : 1 + _B]
@@ -76,11 +95,20 @@ def calibration_sums(extra_sums: tuple[float, ...]) -> CalibrationSums:
 
 
 def prediction_columns(score: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Per prediction, its row of prediction columns."""
+    """Per prediction, its row of prediction columns, written out.
+
+    The pipeline passes them by bin (:func:`prediction_parts`); this dense
+    form is what that is tested against.
+    """
     rows = np.zeros((score.size, PREDICTION_COLUMNS), dtype=np.float64)
     rows[:, 0] = score
     rows[np.arange(score.size), 1 + probability_bins(score)] = 1.0
     return rows
+
+
+def prediction_parts(score: NDArray[np.float64]) -> Parts:
+    """:func:`prediction_columns` by bin (``base``, ``score``, ``binned``)."""
+    return [score], score, [None]
 
 
 def prediction_sums(

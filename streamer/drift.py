@@ -83,6 +83,8 @@ In baseline standard deviations; Siegmund's correction of Wald's approximation.
 """
 
 _BIN_EDGES = np.linspace(0.0, 1.0, PROBABILITY_BINS + 1)
+INNER_BIN_EDGES = _BIN_EDGES[1:-1]
+"""The edges between probability bins: a bin is how many lie below."""
 _EMPTY_COUNTS = (0,) * PROBABILITY_BINS
 _EMPTY_SUMS = (0.0,) * PROBABILITY_BINS
 
@@ -1078,7 +1080,7 @@ def probability_bins(score: NDArray[np.float64]) -> NDArray[np.intp]:
 
 def _bin_index(score: NDArray[np.float64]) -> NDArray[np.intp]:
     """The bin of each probability: scikit-learn's ``calibration_curve`` rule."""
-    return np.searchsorted(_BIN_EDGES[1:-1], score)
+    return np.searchsorted(INNER_BIN_EDGES, score)
 
 
 def _bin_counts(score: NDArray[np.float64]) -> tuple[int, ...]:

@@ -39,10 +39,10 @@ from streamer.batches import (
 from streamer.columns import (
     CALIBRATION_COLUMNS,
     PREDICTION_COLUMNS,
-    prediction_columns,
+    prediction_parts,
 )
 from streamer.config import Config
-from streamer.drift import Baseline, probability_bins
+from streamer.drift import INNER_BIN_EDGES, Baseline, probability_bins
 from streamer.events import ModelKey, Outcome, Prediction
 from streamer.join import JoinStep
 from streamer.loss import multiclass_log_loss
@@ -548,7 +548,12 @@ class Pipeline:
                 windows = self.partitions[partition].windows[series] = RollingWindows(
                     self.specs, extra_columns=CALIBRATION_COLUMNS
                 )
-            added = windows.add(timestamps, losses, events.calibration())
+            added = windows.add_binned(
+                timestamps,
+                losses,
+                *events.calibration_parts(),
+                edges=INNER_BIN_EDGES,
+            )
             for window, late in added.items():
                 self.counters.late[window] += late
             drift = self._series_drift(partition, series)
@@ -587,7 +592,12 @@ class Pipeline:
                 windows = state.prediction_windows[series] = RollingWindows(
                     self.specs, extra_columns=PREDICTION_COLUMNS
                 )
-            added = windows.add(timestamps, entropies, prediction_columns(scores))
+            added = windows.add_binned(
+                timestamps,
+                entropies,
+                *prediction_parts(scores),
+                edges=INNER_BIN_EDGES,
+            )
             for window, late in added.items():
                 self.counters.late_predictions[window] += late
             self._series_drift(partition, series).observe_predictions(

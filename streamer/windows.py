@@ -451,10 +451,56 @@ class RollingWindows:
         """
         timestamp_ms, loss = _checked_batch(timestamp_ms, loss)
         extra = _checked_extra(extra, loss.size, self.extra_columns)
-        rings = self._rings.values()
-        added, bad_loss, bad_extra = _native.rings_add(
-            [ring.compiled() for ring in rings], timestamp_ms, loss, extra
+        return self._added(
+            loss,
+            _native.rings_add(
+                [ring.compiled() for ring in self._rings.values()],
+                timestamp_ms,
+                loss,
+                extra,
+            ),
         )
+
+    def add_binned(
+        self,
+        timestamp_ms: NDArray[np.int64],
+        loss: NDArray[np.float64],
+        base: Sequence[NDArray[np.float64]],
+        score: NDArray[np.float64],
+        binned: Sequence[NDArray[np.float64] | None],
+        *,
+        edges: NDArray[np.float64],
+    ) -> dict[str, int]:
+        """:meth:`add` with extra columns that are mostly zeros, given by bin.
+
+        Each event's extra columns are its value in each ``base`` column,
+        then per ``binned`` column a group of ``len(edges) + 1`` columns, all
+        0 but the one of the event's bin, which holds the event's value in
+        that column (1 for ``None``). An event's bin is the number of
+        ``edges`` below its ``score``. The result is exactly that of
+        :meth:`add` with those columns written out, without writing them.
+        """
+        timestamp_ms, loss = _checked_batch(timestamp_ms, loss)
+        return self._added(
+            loss,
+            _native.rings_add_binned(
+                [ring.compiled() for ring in self._rings.values()],
+                timestamp_ms,
+                loss,
+                list(base),
+                score,
+                list(binned),
+                edges,
+            ),
+        )
+
+    def _added(
+        self,
+        loss: NDArray[np.float64],
+        result: tuple[list[tuple[int, int | None]], int, int],
+    ) -> dict[str, int]:
+        """The late events per window of a compiled add; its heads kept."""
+        added, bad_loss, bad_extra = result
         if bad_loss >= 0:
             raise ValueError(
                 f"losses must be finite and not negative, got "
@@ -463,7 +509,7 @@ class RollingWindows:
         if bad_extra >= 0:
             raise ValueError("extra columns must be finite")
         late: dict[str, int] = {}
-        for ring, (events_late, head) in zip(rings, added, strict=True):
+        for ring, (events_late, head) in zip(self._rings.values(), added, strict=True):
             ring.head = head
             late[ring.spec.name] = events_late
         return late

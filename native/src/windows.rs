@@ -45,6 +45,96 @@ type RingArgs = (
 /// Per ring the late events and new head; the first bad loss and extra index.
 type Added = (Vec<(u64, Option<i64>)>, i64, i64);
 
+/// The batch's extra columns, per event.
+enum Extra<'a> {
+    /// The ring's column count of values per event, one after the other.
+    Dense(&'a [f64]),
+    /// Per event one value of each `base` column, then one group of
+    /// `bin_count` columns per `binned` entry, all 0 but the one of the
+    /// event's bin in `bins`, which holds the entry's value for the event
+    /// (1 where the entry is `None`: a count). The sums are those of the
+    /// dense form exactly, since adding the zeros it holds changes no sum.
+    Binned {
+        base: &'a [Vec<f64>],
+        bins: &'a [usize],
+        binned: &'a [Option<Vec<f64>>],
+        bin_count: usize,
+    },
+}
+
+impl Extra<'_> {
+    /// Whether it fits `count` events of a ring with `columns` columns.
+    fn fits(&self, count: usize, columns: usize) -> bool {
+        match self {
+            Extra::Dense(values) => values.len() == count * columns,
+            Extra::Binned {
+                base,
+                binned,
+                bin_count,
+                ..
+            } => base.len() + binned.len() * bin_count == columns,
+        }
+    }
+
+    /// Add event `event`'s extra columns to `sums`, in column order.
+    fn add_to(&self, event: usize, sums: &mut [f64]) {
+        match self {
+            Extra::Dense(values) => {
+                let columns = sums.len();
+                let row = &values[event * columns..(event + 1) * columns];
+                for (sum, value) in sums.iter_mut().zip(row) {
+                    *sum += value;
+                }
+            }
+            Extra::Binned {
+                base,
+                bins,
+                binned,
+                bin_count,
+            } => {
+                for (sum, column) in sums.iter_mut().zip(base.iter()) {
+                    *sum += column[event];
+                }
+                let at = base.len() + bins[event];
+                for (group, values) in binned.iter().enumerate() {
+                    sums[at + group * bin_count] +=
+                        values.as_ref().map_or(1.0, |values| values[event]);
+                }
+            }
+        }
+    }
+}
+
+fn add_to_rings(
+    rings: &[RingArgs],
+    timestamps_ms: &[i64],
+    loss: &[f64],
+    extra: &Extra<'_>,
+) -> PyResult<Added> {
+    if let Some(at) = loss
+        .iter()
+        .position(|value| !(value.is_finite() && *value >= 0.0))
+    {
+        return Ok((Vec::new(), at as i64, -1));
+    }
+    let mut added = Vec::with_capacity(rings.len());
+    for (bucket_ids, events, loss_sums, loss_squared_sums, extra_sums, head, bucket_ms) in rings {
+        added.push(ring_add(
+            bucket_ids,
+            events,
+            loss_sums,
+            loss_squared_sums,
+            extra_sums,
+            *head,
+            *bucket_ms,
+            timestamps_ms,
+            loss,
+            extra,
+        )?);
+    }
+    Ok((added, -1, -1))
+}
+
 /// Add one batch to every ring of a key.
 ///
 /// Each ring is `(bucket_ids, events, loss_sums, loss_squared_sums,
@@ -65,31 +155,66 @@ pub fn rings_add(
     let timestamps_ms: Vec<i64> = readable(&timestamps_ms, py)?;
     let loss: Vec<f64> = readable(&loss, py)?;
     let extra: Vec<f64> = readable(&extra, py)?;
-    if let Some(at) = loss
-        .iter()
-        .position(|value| !(value.is_finite() && *value >= 0.0))
-    {
-        return Ok((Vec::new(), at as i64, -1));
-    }
     if let Some(at) = extra.iter().position(|value| !value.is_finite()) {
         return Ok((Vec::new(), -1, at as i64));
     }
-    let mut added = Vec::with_capacity(rings.len());
-    for (bucket_ids, events, loss_sums, loss_squared_sums, extra_sums, head, bucket_ms) in &rings {
-        added.push(ring_add(
-            bucket_ids,
-            events,
-            loss_sums,
-            loss_squared_sums,
-            extra_sums,
-            *head,
-            *bucket_ms,
-            &timestamps_ms,
-            &loss,
-            &extra,
-        )?);
+    add_to_rings(&rings, &timestamps_ms, &loss, &Extra::Dense(&extra))
+}
+
+/// `rings_add` with binned extra columns (see `Extra::Binned`): `base`
+/// and `binned` are columns of one value per event, `None` in `binned` a
+/// column of ones; each event's bin is the number of `edges` (ascending)
+/// below its `score`, as `numpy.searchsorted(edges, score)` gives it.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+pub fn rings_add_binned(
+    py: Python<'_>,
+    rings: Vec<RingArgs>,
+    timestamps_ms: PyBuffer<i64>,
+    loss: PyBuffer<f64>,
+    base: Vec<PyBuffer<f64>>,
+    score: PyBuffer<f64>,
+    binned: Vec<Option<PyBuffer<f64>>>,
+    edges: PyBuffer<f64>,
+) -> PyResult<Added> {
+    let timestamps_ms: Vec<i64> = readable(&timestamps_ms, py)?;
+    let loss: Vec<f64> = readable(&loss, py)?;
+    let count = timestamps_ms.len();
+    let column = |buffer: &PyBuffer<f64>| -> PyResult<Vec<f64>> {
+        let values = readable(buffer, py)?;
+        if values.len() != count {
+            return Err(PyValueError::new_err(format!(
+                "extra columns must have {count} values, one per event, got {}",
+                values.len()
+            )));
+        }
+        Ok(values)
+    };
+    let base: Vec<Vec<f64>> = base.iter().map(column).collect::<PyResult<_>>()?;
+    let score = column(&score)?;
+    let binned: Vec<Option<Vec<f64>>> = binned
+        .iter()
+        .map(|values| values.as_ref().map(column).transpose())
+        .collect::<PyResult<_>>()?;
+    let edges: Vec<f64> = readable(&edges, py)?;
+    let mut values = base.iter().chain(binned.iter().flatten()).flatten();
+    if let Some(at) = values.position(|value| !value.is_finite()) {
+        return Ok((Vec::new(), -1, at as i64));
     }
-    Ok((added, -1, -1))
+    if let Some(at) = score.iter().position(|value| !value.is_finite()) {
+        return Ok((Vec::new(), -1, at as i64));
+    }
+    let bins: Vec<usize> = score
+        .iter()
+        .map(|&value| edges.partition_point(|&edge| edge < value))
+        .collect();
+    let extra = Extra::Binned {
+        base: &base,
+        bins: &bins,
+        binned: &binned,
+        bin_count: edges.len() + 1,
+    };
+    add_to_rings(&rings, &timestamps_ms, &loss, &extra)
 }
 
 /// Add one batch to one ring; the events late for it and the new head.
@@ -104,7 +229,7 @@ fn ring_add(
     bucket_ms: i64,
     timestamps_ms: &[i64],
     loss: &[f64],
-    extra: &[f64],
+    extra: &Extra<'_>,
 ) -> PyResult<(u64, Option<i64>)> {
     let count = timestamps_ms.len();
     if loss.len() != count {
@@ -131,14 +256,13 @@ fn ring_add(
         ));
     }
     let columns = extra_sums.item_count() / slots;
-    if extra.len() != count * columns {
-        return Err(PyValueError::new_err(format!(
-            "extra has {} items, expected {count} events x {columns} columns",
-            extra.len()
-        )));
-    }
     if count == 0 {
         return Ok((0, head));
+    }
+    if !extra.fits(count, columns) {
+        return Err(PyValueError::new_err(format!(
+            "the extra columns do not fit {count} events x {columns} columns"
+        )));
     }
     let addresses = [
         bucket_ids.buf_ptr() as usize,
@@ -204,13 +328,10 @@ fn ring_add(
         batch_events[offset] += 1;
         batch_loss[offset] += value;
         batch_squared[offset] += value * value;
-        let row = &extra[event * columns..(event + 1) * columns];
-        for (sum, value) in batch_extra[offset * columns..(offset + 1) * columns]
-            .iter_mut()
-            .zip(row)
-        {
-            *sum += value;
-        }
+        extra.add_to(
+            event,
+            &mut batch_extra[offset * columns..(offset + 1) * columns],
+        );
     }
 
     for offset in 0..slots {
