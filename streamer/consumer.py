@@ -33,7 +33,6 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from streamer import _native
 from streamer.checkpoint import CheckpointError, CheckpointStore
 from streamer.config import Config, KafkaConfig
 from streamer.deadletter import DeadLetters
@@ -265,7 +264,10 @@ class KafkaSource:
                 if self.dead_letters is not None:
                     self.dead_letters.send(invalid)
                 if not self.checkpointing:
-                    self.consumer.store_offsets(offsets=_next_offsets(valid))
+                    stored = self.pipeline.offsets_to_store
+                    self.consumer.store_offsets(
+                        offsets=[TopicPartition(*place) for place in stored]
+                    )
             if self.dead_letters is not None:
                 self.dead_letters.poll()
                 self.health.dead_letters = self.dead_letters.sent
@@ -490,16 +492,6 @@ def few_collections() -> Iterator[None]:
     finally:
         gc.set_threshold(*previous)
         gc.unfreeze()
-
-
-def _next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
-    """One past the newest offset per (topic, partition) (in compiled code:
-    it looks at every message of every batch)."""
-    batch = messages if type(messages) is list else list(messages)
-    return [
-        TopicPartition(topic, partition, offset)
-        for topic, partition, offset in _native.next_offsets(batch)
-    ]
 
 
 def _lags(

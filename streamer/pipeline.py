@@ -215,6 +215,11 @@ class Pipeline:
             ModelKey,
         )
         self.native = native
+        self.offsets_to_store: list[tuple[str, int, int]] = []
+        """After :meth:`process`: per (topic, partition) of its messages, one
+        past the newest offset, in first-seen order; what the consumer
+        stores for librdkafka's auto-commit (messages without a topic,
+        partition or offset are left out)."""
         self._invalid_log = RateLimitedLog(
             log, "invalid message", INVALID_LOG_INTERVAL_S
         )
@@ -291,6 +296,7 @@ class Pipeline:
         the one that completed the pair, which may be the prediction.
         """
         self._invalid_batch = []
+        self.offsets_to_store = []
         if not messages:
             return self._invalid_batch
         with self.lock:
@@ -311,6 +317,7 @@ class Pipeline:
             self._score(scored)
             self._score_predictions()
             self.last_message_wall_s = self._wall_clock_ms() / 1000
+            self.offsets_to_store = self._router.take_offsets()
         return self._invalid_batch
 
     def _process_native(
@@ -411,6 +418,7 @@ class Pipeline:
         partition: int,
         scored: defaultdict[tuple[int, SeriesKey], JoinedBatch],
     ) -> None:
+        self._router.note_offset(message)
         topic = message.topic() or ""
         state = self.partitions.get(partition)
         if state is None:

@@ -45,6 +45,12 @@ Extra columns. A :class:`RollingWindows` made with ``extra_columns=n`` keeps
 ``n`` more per-event values per slot beside the loss, summed the same way
 (the drift layer's calibration and prediction histograms); they are held,
 dropped as late and left behind exactly as the loss is.
+:meth:`RollingWindows.add_binned` takes extra columns that are mostly zeros
+(one-hot histogram bins) by bin instead of written out.
+
+Adding a batch runs in the compiled core (``native/src/windows.rs``), in
+place on the numpy slots everything else here reads; ``_Ring.add_reference``
+is the same in numpy, and tests hold the two to the same bits.
 """
 
 from __future__ import annotations

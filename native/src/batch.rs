@@ -273,6 +273,7 @@ pub struct Router {
     admitted: hashbrown::HashSet<ModelName>,
     latest_valid_ms: i64,
     results: Results,
+    newest: Newest,
     model_key_type: Py<PyAny>,
 }
 
@@ -292,7 +293,8 @@ impl Router {
                 break index;
             }
             let message = messages.get_item(index)?;
-            let partition: i64 = message.call_method0(intern!(py, "partition"))?.extract::<Option<i64>>()?.unwrap_or(0);
+            let given_partition: Option<i64> = message.call_method0(intern!(py, "partition"))?.extract()?;
+            let partition = given_partition.unwrap_or(0);
             // Messages of several partitions may interleave: each partition's
             // state is loaded once per walk and written back at its end.
             let at = match loaded.iter().position(|c| c.partition == partition) {
@@ -307,6 +309,9 @@ impl Router {
             let topic = message.call_method0(intern!(py, "topic"))?;
             let is_prediction = !topic.is_none() && topic.cast::<PyString>()?.to_str()? == self.predictions_topic;
             let offset: Option<i64> = message.call_method0(intern!(py, "offset"))?.extract()?;
+            if let (Some(partition), Some(offset)) = (given_partition, offset) {
+                self.newest.note(&topic, partition, offset)?;
+            }
             let offset = offset.filter(|&offset| offset >= 0);
             if let Some(offset) = offset {
                 let next = if is_prediction { current_state.next_prediction } else { current_state.next_outcome };
@@ -578,6 +583,7 @@ impl Router {
             admitted: hashbrown::HashSet::new(),
             latest_valid_ms: i64::MAX,
             results: Results::default(),
+            newest: Newest::default(),
             model_key_type,
         }
     }
@@ -597,6 +603,28 @@ impl Router {
     fn begin(&mut self, latest_valid_ms: i64) {
         self.latest_valid_ms = latest_valid_ms;
         self.results = Results::default();
+    }
+
+    /// Note the place of a message the Python path took (the compiled path
+    /// notes those it reads): its topic, partition and offset, if it has them.
+    fn note_offset(&mut self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<()> {
+        let topic = message.call_method0(intern!(py, "topic"))?;
+        let partition: Option<i64> = message.call_method0(intern!(py, "partition"))?.extract()?;
+        let offset: Option<i64> = message.call_method0(intern!(py, "offset"))?.extract()?;
+        if let (Some(partition), Some(offset)) = (partition, offset) {
+            self.newest.note(&topic, partition, offset)?;
+        }
+        Ok(())
+    }
+
+    /// The next offset to store per (topic, partition) read since the last
+    /// call, one past the newest, in first-seen order; and forget them.
+    fn take_offsets(&mut self) -> Vec<(Py<PyAny>, i64, i64)> {
+        std::mem::take(&mut self.newest)
+            .entries
+            .into_iter()
+            .map(|(_, topic, partition, next)| (topic, partition, next))
+            .collect()
     }
 
     /// Walk `messages` from `start`; the index of the first message left to
@@ -739,43 +767,39 @@ impl Router {
     }
 }
 
-/// The next offset to store per (topic, partition) after `messages`: one
-/// past the newest offset seen, in first-seen order; messages without a
-/// topic, partition or offset are skipped (as the consumer's Python did).
-#[pyfunction]
-pub fn next_offsets<'py>(
-    py: Python<'py>,
-    messages: &Bound<'py, PyList>,
-) -> PyResult<Vec<(Py<PyAny>, i64, i64)>> {
-    // (topic, partition, next offset) with the topic's text; a batch holds
-    // few of them, mostly in runs, so the last one found is tried first.
-    let mut newest: Vec<(String, Py<PyAny>, i64, i64)> = Vec::new();
-    let mut last = 0;
-    for message in messages.iter() {
-        let topic = message.call_method0(intern!(py, "topic"))?;
-        let partition: Option<i64> = message.call_method0(intern!(py, "partition"))?.extract()?;
-        let offset: Option<i64> = message.call_method0(intern!(py, "offset"))?.extract()?;
-        let (Some(partition), Some(offset)) = (partition, offset) else { continue };
+/// The next offset to store per (topic, partition) after a batch: one past
+/// the newest offset read, in first-seen order. A batch holds few (topic,
+/// partition) pairs, mostly in runs, so the last one found is tried first.
+#[derive(Default)]
+struct Newest {
+    entries: Vec<(String, Py<PyAny>, i64, i64)>,
+    last: usize,
+}
+
+impl Newest {
+    /// Note one message's place; one without a topic is left out. Noting a
+    /// message twice changes nothing.
+    fn note(&mut self, topic: &Bound<'_, PyAny>, partition: i64, offset: i64) -> PyResult<()> {
         if topic.is_none() {
-            continue;
+            return Ok(());
         }
         let text = topic.cast::<PyString>()?.to_str()?;
         let same = |entry: &(String, Py<PyAny>, i64, i64)| entry.2 == partition && entry.0 == text;
-        let found = match newest.get(last) {
-            Some(entry) if same(entry) => Some(last),
-            _ => newest.iter().position(same),
+        let found = match self.entries.get(self.last) {
+            Some(entry) if same(entry) => Some(self.last),
+            _ => self.entries.iter().position(same),
         };
         match found {
             Some(index) => {
-                last = index;
-                let entry = &mut newest[index];
+                self.last = index;
+                let entry = &mut self.entries[index];
                 entry.3 = entry.3.max(offset + 1);
             }
             None => {
-                last = newest.len();
-                newest.push((text.to_owned(), topic.clone().unbind(), partition, offset + 1));
+                self.last = self.entries.len();
+                self.entries.push((text.to_owned(), topic.clone().unbind(), partition, offset + 1));
             }
         }
+        Ok(())
     }
-    Ok(newest.into_iter().map(|(_, topic, partition, next)| (topic, partition, next)).collect())
 }

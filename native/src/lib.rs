@@ -761,7 +761,6 @@ impl JoinCore {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<JoinCore>()?;
     m.add_class::<batch::Router>()?;
-    m.add_function(wrap_pyfunction!(batch::next_offsets, m)?)?;
     m.add_function(wrap_pyfunction!(windows::rings_add, m)?)?;
     m.add_function(wrap_pyfunction!(windows::rings_add_binned, m)?)?;
     m.add_function(wrap_pyfunction!(cusum::cusum_update, m)?)?;

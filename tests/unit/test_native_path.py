@@ -22,7 +22,6 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamer import _native
 from streamer.config import Config
 from streamer.pipeline import Pipeline
 from streamer.state import encode
@@ -303,43 +302,66 @@ def test_a_squared_error_is_python_s_to_the_last_bit() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(
-    st.lists(
+    rows=st.lists(
         st.tuples(
-            st.sampled_from(["p", "o", None]),
+            st.sampled_from(["predictions", "outcomes", None]),
             st.integers(0, 3) | st.none(),
             st.integers(-2, 50) | st.none(),
+            st.booleans(),
         ),
         max_size=60,
-    )
+    ),
+    cuts=st.lists(st.integers(1, 30)),
 )
-def test_next_offsets_are_one_past_the_newest_per_partition(
-    rows: list[tuple[str | None, int | None, int | None]],
+def test_offsets_to_store_are_one_past_the_newest_per_partition(
+    rows: list[tuple[str | None, int | None, int | None, bool]],
+    cuts: list[int],
 ) -> None:
-    class Bare:
-        def __init__(self, topic: Any, partition: Any, offset: Any) -> None:
-            self.row = (topic, partition, offset)
-
-        def topic(self) -> Any:
-            return self.row[0]
-
-        def partition(self) -> Any:
-            return self.row[1]
-
-        def offset(self) -> Any:
-            return self.row[2]
-
-    expected: dict[tuple[str, int], int] = {}
-    for topic, partition, offset in rows:
-        if topic is None or partition is None or offset is None:
-            continue
-        expected[(topic, partition)] = max(
-            expected.get((topic, partition), -2), offset + 1
+    """Per batch, whichever path took each message (the compiled one, with
+    its redeliveries, or Python's for the rest)."""
+    ms = NOW_MS - 60_000
+    common = {"model": "m", "timestamp": ms, "probability": 0.5}
+    messages: list[Any] = [
+        Message(
+            topic,
+            partition,
+            json.dumps({"event_id": f"e{at}", **common}).encode() if valid else b"{",
+            None,
+            offset,
+            ms,
         )
-    found = _native.next_offsets([Bare(*row) for row in rows])
-    assert {
-        (topic, partition): offset for topic, partition, offset in found
-    } == expected
-    assert [(t, p) for t, p, _ in found] == list(expected)  # first-seen order
+        for at, (topic, partition, offset, valid) in enumerate(rows)
+    ]
+    config = Config.model_validate({"windows": {"clock": "event"}})
+    for native in (True, False):
+        pipeline = Pipeline(config, wall_clock_ms=lambda: NOW_MS, native=native)
+        for batch in _cut(messages, cuts):
+            expected: dict[tuple[str, int], int] = {}
+            for message in batch:
+                topic, partition, offset = (
+                    message.topic(),
+                    message.partition(),
+                    message.offset(),
+                )
+                if topic is None or partition is None or offset is None:
+                    continue
+                expected[(topic, partition)] = max(
+                    expected.get((topic, partition), -2), offset + 1
+                )
+            pipeline.process(batch)
+            found = pipeline.offsets_to_store
+            assert {(t, p): o for t, p, o in found} == expected
+            assert [(t, p) for t, p, _ in found] == list(expected)  # first seen
+
+
+def _cut(messages: list[Any], cuts: list[int]) -> list[list[Any]]:
+    batches, start = [], 0
+    for size in [*cuts, len(messages)]:
+        if start >= len(messages):
+            break
+        batches.append(messages[start : start + size])
+        start += size
+    return batches
 
 
 def test_a_raising_message_leaves_the_messages_before_it_counted() -> None:
