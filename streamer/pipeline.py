@@ -608,9 +608,9 @@ class Pipeline:
             )
             for window, late in added.items():
                 self.counters.late_predictions[window] += late
-            self._series_drift(partition, series).observe_predictions(
-                probability_bins(scores)
-            )
+            drift = self._series_drift(partition, series)
+            if not drift.reference_complete:
+                drift.observe_predictions(probability_bins(scores))
 
     def _series_drift(self, partition: int, series: SeriesKey) -> SeriesDrift:
         drifts = self.partitions[partition].drift
