@@ -470,6 +470,11 @@ GC_THRESHOLD: Final = 100_000
 """Net new container objects between two young-generation collections."""
 
 
+_collections_lock = threading.Lock()
+_loops_running = 0
+_settings_before: tuple[int, ...] = ()
+
+
 @contextlib.contextmanager
 def few_collections() -> Iterator[None]:
     """Run the consume loop with the cyclic garbage collector mostly idle.
@@ -481,17 +486,25 @@ def few_collections() -> Iterator[None]:
     (left out of every collection) and a collection waits for
     :data:`GC_THRESHOLD` more container objects than were freed: the loop
     makes few reference cycles, and any it makes are still collected, just
-    in larger rounds. The previous settings come back when the loop ends.
+    in larger rounds. The settings are the process's: the first loop to
+    start changes them, the last to end puts the previous ones back.
     """
-    previous = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_THRESHOLD, *previous[1:])
+    global _loops_running, _settings_before
+    with _collections_lock:
+        if _loops_running == 0:
+            _settings_before = gc.get_threshold()
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(GC_THRESHOLD, *_settings_before[1:])
+        _loops_running += 1
     try:
         yield
     finally:
-        gc.set_threshold(*previous)
-        gc.unfreeze()
+        with _collections_lock:
+            _loops_running -= 1
+            if _loops_running == 0:
+                gc.set_threshold(*_settings_before)
+                gc.unfreeze()
 
 
 def _lags(

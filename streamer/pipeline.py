@@ -297,6 +297,7 @@ class Pipeline:
         """
         self._invalid_batch = []
         self.offsets_to_store = []
+        self._router.take_offsets()  # what a batch that raised had noted
         if not messages:
             return self._invalid_batch
         with self.lock:

@@ -493,10 +493,10 @@ class RollingWindows:
                 [ring.compiled() for ring in self._rings.values()],
                 timestamp_ms,
                 loss,
-                list(base),
-                score,
-                list(binned),
-                edges,
+                [_floats(column) for column in base],
+                _floats(score),
+                [None if column is None else _floats(column) for column in binned],
+                _floats(edges),
             ),
         )
 
@@ -593,6 +593,11 @@ def _sum_rows_by_offset(
     flat = (offset[:, np.newaxis] * columns + np.arange(columns)).ravel()
     sums = np.bincount(flat, weights=rows.ravel(), minlength=size * columns)
     return cast(NDArray[np.float64], sums).reshape(size, columns)
+
+
+def _floats(values: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``values`` as native-order float64 (the compiled core reads raw bytes)."""
+    return np.asarray(values, dtype=np.float64)
 
 
 def _checked_extra(

@@ -117,21 +117,26 @@ fn add_to_rings(
     {
         return Ok((Vec::new(), at as i64, -1));
     }
-    let mut added = Vec::with_capacity(rings.len());
-    for (bucket_ids, events, loss_sums, loss_squared_sums, extra_sums, head, bucket_ms) in rings {
-        added.push(ring_add(
-            bucket_ids,
-            events,
-            loss_sums,
-            loss_squared_sums,
-            extra_sums,
-            *head,
-            *bucket_ms,
-            timestamps_ms,
-            loss,
-            extra,
-        )?);
+    // Every ring is checked before any is changed: an error leaves all as
+    // they were.
+    let count = timestamps_ms.len();
+    if loss.len() != count {
+        return Err(PyValueError::new_err(
+            "timestamps_ms and loss differ in length",
+        ));
     }
+    let checked = rings
+        .iter()
+        .map(|ring| checked_ring(ring, count, extra))
+        .collect::<PyResult<Vec<_>>>()?;
+    let added = checked
+        .into_iter()
+        .zip(rings)
+        .map(|(ring, (.., head, bucket_ms))| match ring {
+            None => (0, *head),
+            Some(ring) => ring_add(ring, *head, *bucket_ms, timestamps_ms, loss, extra),
+        })
+        .collect();
     Ok((added, -1, -1))
 }
 
@@ -142,8 +147,9 @@ fn add_to_rings(
 /// columns), changed in place, its head bucket (`None` before its first
 /// event) and bucket length. The batch is checked first: with a loss that
 /// is not finite and non-negative, or an extra value that is not finite,
-/// nothing changes and the first such index is returned (`-1` otherwise).
-/// Else the late events and the new head of each ring come back.
+/// nothing changes and the first such index is returned (`-1` otherwise);
+/// so with a ring whose arrays do not fit (an error). Else the late events
+/// and the new head of each ring come back.
 #[pyfunction]
 pub fn rings_add(
     py: Python<'_>,
@@ -217,27 +223,24 @@ pub fn rings_add_binned(
     add_to_rings(&rings, &timestamps_ms, &loss, &extra)
 }
 
-/// Add one batch to one ring; the events late for it and the new head.
-#[allow(clippy::too_many_arguments)]
-fn ring_add(
-    bucket_ids: &PyBuffer<i64>,
-    events: &PyBuffer<i64>,
-    loss_sums: &PyBuffer<f64>,
-    loss_squared_sums: &PyBuffer<f64>,
-    extra_sums: &PyBuffer<f64>,
-    head: Option<i64>,
-    bucket_ms: i64,
-    timestamps_ms: &[i64],
-    loss: &[f64],
-    extra: &Extra<'_>,
-) -> PyResult<(u64, Option<i64>)> {
-    let count = timestamps_ms.len();
-    if loss.len() != count {
-        return Err(PyValueError::new_err(
-            "timestamps_ms and loss differ in length",
-        ));
-    }
-    if bucket_ms <= 0 {
+/// Where a ring's slots are, checked for a batch: one item per slot in
+/// each array (slots x columns in the extra sums), writable, C-contiguous
+/// and distinct.
+struct Slots {
+    bucket_ids: NonNull<[i64]>,
+    events: NonNull<[i64]>,
+    loss_sums: NonNull<[f64]>,
+    loss_squared_sums: NonNull<[f64]>,
+    extra_sums: NonNull<[f64]>,
+    slots: usize,
+    columns: usize,
+}
+
+/// The ring's slots for a batch of `count` events; `None` when the batch
+/// is empty (nothing to change).
+fn checked_ring(ring: &RingArgs, count: usize, extra: &Extra<'_>) -> PyResult<Option<Slots>> {
+    let (bucket_ids, events, loss_sums, loss_squared_sums, extra_sums, _, bucket_ms) = ring;
+    if *bucket_ms <= 0 {
         return Err(PyValueError::new_err("bucket_ms must be positive"));
     }
     let slots = bucket_ids.item_count();
@@ -257,7 +260,7 @@ fn ring_add(
     }
     let columns = extra_sums.item_count() / slots;
     if count == 0 {
-        return Ok((0, head));
+        return Ok(None);
     }
     if !extra.fits(count, columns) {
         return Err(PyValueError::new_err(format!(
@@ -276,24 +279,41 @@ fn ring_add(
             return Err(PyValueError::new_err("the ring's arrays must be distinct"));
         }
     }
-    let pointers = (
-        writable(bucket_ids, "bucket_ids")?,
-        writable(events, "events")?,
-        writable(loss_sums, "loss_sums")?,
-        writable(loss_squared_sums, "loss_squared_sums")?,
-        writable(extra_sums, "extra_sums")?,
-    );
+    Ok(Some(Slots {
+        bucket_ids: writable(bucket_ids, "bucket_ids")?,
+        events: writable(events, "events")?,
+        loss_sums: writable(loss_sums, "loss_sums")?,
+        loss_squared_sums: writable(loss_squared_sums, "loss_squared_sums")?,
+        extra_sums: writable(extra_sums, "extra_sums")?,
+        slots,
+        columns,
+    }))
+}
+
+/// Add a batch of at least one event to one ring; the events late for it
+/// and the new head.
+fn ring_add(
+    ring: Slots,
+    head: Option<i64>,
+    bucket_ms: i64,
+    timestamps_ms: &[i64],
+    loss: &[f64],
+    extra: &Extra<'_>,
+) -> (u64, Option<i64>) {
+    let Slots { slots, columns, .. } = ring;
     // SAFETY: the GIL is held (by `rings_add`'s caller) while these slices
-    // live and no Python runs below, so nothing else touches the arrays'
-    // memory; the buffers stay acquired until the function returns; the
-    // arrays are distinct (checked above), so the slices do not alias.
+    // live and no Python runs meanwhile, so nothing else touches the
+    // arrays' memory; their buffers stay acquired (in `rings`) until
+    // `rings_add` returns; a ring's arrays are distinct (`checked_ring`),
+    // so its slices do not alias, and one ring's slices are gone before the
+    // next ring's are made.
     let (bucket_ids, events, loss_sums, loss_squared_sums, extra_sums) = unsafe {
         (
-            &mut *pointers.0.as_ptr(),
-            &mut *pointers.1.as_ptr(),
-            &mut *pointers.2.as_ptr(),
-            &mut *pointers.3.as_ptr(),
-            &mut *pointers.4.as_ptr(),
+            &mut *ring.bucket_ids.as_ptr(),
+            &mut *ring.events.as_ptr(),
+            &mut *ring.loss_sums.as_ptr(),
+            &mut *ring.loss_squared_sums.as_ptr(),
+            &mut *ring.extra_sums.as_ptr(),
         )
     };
 
@@ -354,5 +374,5 @@ fn ring_add(
             *sum = kept(*sum) + added;
         }
     }
-    Ok((late, Some(running)))
+    (late, Some(running))
 }

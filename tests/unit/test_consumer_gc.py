@@ -31,3 +31,12 @@ def test_cycles_made_in_the_loop_are_still_collected() -> None:
         cycles(GC_THRESHOLD)  # two objects each: past the threshold
         assert gc.get_stats()[0]["collections"] > collections
         assert gc.get_count()[0] < GC_THRESHOLD
+
+
+def test_loops_side_by_side_restore_the_settings_when_the_last_ends() -> None:
+    before = gc.get_threshold()
+    with few_collections():
+        with few_collections():
+            pass
+        assert gc.get_threshold()[0] == GC_THRESHOLD  # the first still runs
+    assert gc.get_threshold() == before

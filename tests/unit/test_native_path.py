@@ -394,3 +394,26 @@ def test_a_raising_message_leaves_the_messages_before_it_counted() -> None:
     assert state.next_offsets == {"prediction": 3}
     assert state.prediction_watermark_ms == ms
     assert state.join.pending_predictions == 3
+
+
+def test_a_batch_that_raised_leaves_no_offsets_to_the_next() -> None:
+    """Offsets noted before a message raised are not stored with the next batch."""
+
+    class Broken(Message):
+        def value(self) -> bytes:
+            raise RuntimeError("a broken message object")
+
+    ms = NOW_MS - 60_000
+    body = json.dumps({"event_id": "a", "model": "m", "timestamp": ms}).encode()
+    config = Config.model_validate({"windows": {"clock": "event"}})
+    for native in (True, False):
+        pipeline = Pipeline(config, wall_clock_ms=lambda: NOW_MS, native=native)
+        pipeline.process([Message("predictions", 0, body, None, 0, ms)])
+        try:
+            pipeline.process([Broken("predictions", 0, body, None, 7, ms)])
+        except RuntimeError:
+            pass
+        else:
+            raise AssertionError("the broken message's error was swallowed")
+        pipeline.process([Message("predictions", 5, body, None, 0, ms)])
+        assert pipeline.offsets_to_store == [("predictions", 5, 1)]

@@ -577,3 +577,36 @@ def test_add_refuses_losses_that_are_not_finite_and_non_negative(bad: float) -> 
     ):
         windows.add(np.array([0, 1]), np.array([0.5, bad]))
     assert windows.is_empty(now_ms=1)
+
+
+def test_a_ring_that_cannot_take_the_batch_leaves_every_ring_unchanged() -> None:
+    windows = RollingWindows(
+        [
+            WindowSpec(name="a", length_ms=4_000, buckets=4),
+            WindowSpec(name="b", length_ms=6_000, buckets=3),
+        ]
+    )
+    before = _ring_arrays(windows)
+    windows._rings["b"].events.setflags(write=False)
+    with pytest.raises(ValueError, match="events is read-only"):
+        windows.add(np.array([1_000]), np.array([2.0]))
+    assert _ring_arrays(windows) == before
+
+
+def test_inputs_in_another_byte_order_are_read_as_numbers() -> None:
+    spec = WindowSpec(name="a", length_ms=4_000, buckets=4)
+    native = RollingWindows([spec], extra_columns=3)
+    swapped = RollingWindows([spec], extra_columns=3)
+    values = np.array([0.25, 0.75, 2.0])
+    for windows, form in ((native, "<f8"), (swapped, ">f8")):
+        given = values.astype(form)
+        windows.add_binned(
+            np.arange(3, dtype=">i8" if form == ">f8" else "<i8") * 100,
+            given,
+            [given],
+            given,
+            [None],
+            edges=np.array([0.5], dtype=form),
+        )
+    assert native.stats(1_000)["a"] == swapped.stats(1_000)["a"]
+    assert native.stats(1_000)["a"].extra_sums == (3.0, 1.0, 2.0)
