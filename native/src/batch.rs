@@ -172,6 +172,9 @@ fn judge(
     })
 }
 
+/// Class-name tuples the router keeps made (beyond, each is made when needed).
+const CLASS_TUPLES_KEPT: usize = 1024;
+
 /// The partition's state while its messages are walked.
 struct Current<'py> {
     partition: i64,
@@ -270,7 +273,11 @@ pub struct Router {
     predictions_topic: String,
     segment_admit: Option<Py<PyAny>>,
     labels: HashMap<String, (Option<String>, Option<String>)>,
-    admitted: hashbrown::HashSet<ModelName>,
+    /// The admitted model keys, with the pipeline's `ModelKey` of each:
+    /// the join holds that object, so none is made per message.
+    admitted: hashbrown::HashMap<ModelName, Py<PyAny>>,
+    /// Class-name tuples made so far (a bounded number), for the same reason.
+    class_tuples: hashbrown::HashMap<Names, Py<PyAny>>,
     latest_valid_ms: i64,
     results: Results,
     newest: Newest,
@@ -356,6 +363,9 @@ impl Router {
     }
 
     fn model_object(&self, py: Python<'_>, name: &ModelName) -> PyResult<Py<PyAny>> {
+        if let Some(object) = self.admitted.get(name) {
+            return Ok(object.clone_ref(py));
+        }
         Ok(self.model_key_type.bind(py).call1((name.0.as_str(), name.1.as_str()))?.unbind())
     }
 
@@ -390,9 +400,12 @@ impl Router {
         offset: Option<i64>,
     ) -> PyResult<bool> {
         let name: ModelName = (decoded.model, decoded.version);
-        if decoded.timestamp_ms > self.latest_valid_ms || !self.admitted.contains(&name) {
+        if decoded.timestamp_ms > self.latest_valid_ms {
             return Ok(false);
         }
+        let Some(model_object) = self.admitted.get(&name).map(|object| object.clone_ref(py)) else {
+            return Ok(false);
+        };
         let segment: Names = match (&self.segment_admit, decoded.segment.is_empty()) {
             (Some(admit), false) => {
                 let raw = Self::names_tuple(py, &decoded.segment)?;
@@ -409,14 +422,21 @@ impl Router {
         let now_ms = current.prediction_watermark_ms.min(current.outcome_watermark_ms);
 
         let core = &mut *current.core;
-        let model_key_type = &self.model_key_type;
-        let model = core.models.hold(name.clone(), || {
-            Ok(model_key_type.bind(py).call1((name.0.as_str(), name.1.as_str()))?.unbind())
-        })?;
+        let model = core.models.hold(name.clone(), || Ok(model_object))?;
         let classes = match &decoded.classes {
             Some(classes) => {
                 let key: Names = classes.clone().into_boxed_slice();
-                core.classes.hold(key, || Self::names_tuple(py, classes))?
+                let cache = &mut self.class_tuples;
+                core.classes.hold(key, || {
+                    if let Some(tuple) = cache.get(classes.as_slice()) {
+                        return Ok(tuple.clone_ref(py));
+                    }
+                    let tuple = Self::names_tuple(py, classes)?;
+                    if cache.len() < CLASS_TUPLES_KEPT {
+                        cache.insert(classes.clone().into_boxed_slice(), tuple.clone_ref(py));
+                    }
+                    Ok(tuple)
+                })?
             }
             None => NONE,
         };
@@ -580,7 +600,8 @@ impl Router {
             predictions_topic,
             segment_admit,
             labels,
-            admitted: hashbrown::HashSet::new(),
+            admitted: hashbrown::HashMap::new(),
+            class_tuples: hashbrown::HashMap::new(),
             latest_valid_ms: i64::MAX,
             results: Results::default(),
             newest: Newest::default(),
@@ -590,7 +611,7 @@ impl Router {
 
     /// Let predictions of this model key through natively from now on.
     fn admit(&mut self, model: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.admitted.insert(crate::model_name(model)?);
+        self.admitted.insert(crate::model_name(model)?, model.clone().unbind());
         Ok(())
     }
 
