@@ -332,44 +332,50 @@ fn ring_add(
         }
     }
 
-    // Sums by bucket of the events the ring still holds once the batch is in.
+    // Sums by bucket of the events the ring still holds once the batch is
+    // in, for the buckets the batch touches (few: a batch spans little time).
     let first_held = i128::from(running) - i128::from(ring) + 1;
-    let mut batch_events = vec![0i64; slots];
-    let mut batch_loss = vec![0f64; slots];
-    let mut batch_squared = vec![0f64; slots];
-    let mut batch_extra = vec![0f64; slots * columns];
+    let mut touched = vec![u32::MAX; slots];
+    let mut buckets_touched: Vec<usize> = Vec::new();
+    let mut batch_events: Vec<i64> = Vec::new();
+    let mut batch_loss: Vec<f64> = Vec::new();
+    let mut batch_squared: Vec<f64> = Vec::new();
+    let mut batch_extra: Vec<f64> = Vec::new();
     for (event, &bucket) in buckets.iter().enumerate() {
         let offset = i128::from(bucket) - first_held;
         if offset < 0 {
             continue;
         }
         let offset = offset as usize;
+        if touched[offset] == u32::MAX {
+            touched[offset] = buckets_touched.len() as u32;
+            buckets_touched.push(offset);
+            batch_events.push(0);
+            batch_loss.push(0.0);
+            batch_squared.push(0.0);
+            batch_extra.resize(batch_extra.len() + columns, 0.0);
+        }
+        let at = touched[offset] as usize;
         let value = loss[event];
-        batch_events[offset] += 1;
-        batch_loss[offset] += value;
-        batch_squared[offset] += value * value;
-        extra.add_to(
-            event,
-            &mut batch_extra[offset * columns..(offset + 1) * columns],
-        );
+        batch_events[at] += 1;
+        batch_loss[at] += value;
+        batch_squared[at] += value * value;
+        extra.add_to(event, &mut batch_extra[at * columns..(at + 1) * columns]);
     }
 
-    for offset in 0..slots {
-        if batch_events[offset] == 0 {
-            continue;
-        }
+    for (at, &offset) in buckets_touched.iter().enumerate() {
         let bucket = (first_held + offset as i128) as i64;
         let slot = bucket.rem_euclid(ring) as usize;
         let reused = bucket_ids[slot] == bucket;
         bucket_ids[slot] = bucket;
         let kept = |value: f64| if reused { value } else { 0.0 };
-        events[slot] = if reused { events[slot] } else { 0 } + batch_events[offset];
-        loss_sums[slot] = kept(loss_sums[slot]) + batch_loss[offset];
-        loss_squared_sums[slot] = kept(loss_squared_sums[slot]) + batch_squared[offset];
+        events[slot] = if reused { events[slot] } else { 0 } + batch_events[at];
+        loss_sums[slot] = kept(loss_sums[slot]) + batch_loss[at];
+        loss_squared_sums[slot] = kept(loss_squared_sums[slot]) + batch_squared[at];
         let held = &mut extra_sums[slot * columns..(slot + 1) * columns];
         for (sum, added) in held
             .iter_mut()
-            .zip(&batch_extra[offset * columns..(offset + 1) * columns])
+            .zip(&batch_extra[at * columns..(at + 1) * columns])
         {
             *sum = kept(*sum) + added;
         }
