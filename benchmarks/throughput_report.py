@@ -294,9 +294,9 @@ def render_markdown(report: Report) -> str:
             "",
             f"Profile of (b), a second run under py-spy at {profile['rate_hz']} Hz "
             f"({profile['messages_per_s']:,.0f} msg/s while sampled): own time "
-            "in the consume loop, the Python frame on top, so time in C code "
-            "counts for its Python caller (`KafkaSource._loop`: mostly "
-            "`consume()`; `__create_fn__...__init__`: dataclass constructors), "
+            "in the consume loop by the frame on top, native ones included "
+            "(`py-spy --native`: Rust in `_native.abi3.so`, librdkafka and "
+            "confluent-kafka's C in `cimpl`), "
             f"{profile['samples']:,} samples:",
             "",
             "| own time | function |",
