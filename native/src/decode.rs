@@ -253,21 +253,13 @@ fn object<'a>(value: &'a [u8], names: &[&str]) -> Option<Vec<Option<Field<'a>>>>
     Some(found)
 }
 
-fn integer_text(value: &Value) -> Option<CompactString> {
-    match value {
-        Value::Number(number) if number.is_i64() || number.is_u64() => {
-            Some(number.to_compact_string())
-        }
-        _ => None,
-    }
+/// The text of an integer, as Python's `str` of it; `None` for a float.
+fn integer_text(number: &Number) -> Option<CompactString> {
+    (number.is_i64() || number.is_u64()).then(|| number.to_compact_string())
 }
 
 fn integer_field_text(value: &Field<'_>) -> Option<CompactString> {
-    match value {
-        Field::Int(value) => Some(value.to_compact_string()),
-        Field::UInt(value) => Some(value.to_compact_string()),
-        _ => None,
-    }
+    integer_text(&value.number()?)
 }
 
 fn event_id(raw: Option<&Field<'_>>, key: Option<&[u8]>) -> Option<CompactString> {
@@ -385,21 +377,11 @@ pub fn iso_timestamp_ms(text: &str) -> Option<i64> {
     )
 }
 
-fn probability(raw: Option<&Value>) -> Option<f64> {
-    match raw {
-        // serde_json reads the integer `-0` as the float -0.0, orjson as the
-        // int 0 (so 0.0): which one the text was cannot be told here.
-        Some(Value::Number(number)) => number
-            .as_f64()
-            .filter(|p| (0.0..=1.0).contains(p) && !(*p == 0.0 && p.is_sign_negative())),
-        _ => None,
-    }
-}
-
-fn probability_field(raw: Option<&Field<'_>>) -> Option<f64> {
+/// A probability in [0, 1].
+fn probability(number: &Number) -> Option<f64> {
     // serde_json reads the integer `-0` as the float -0.0, orjson as the
     // int 0 (so 0.0): which one the text was cannot be told here.
-    raw?.number()?
+    number
         .as_f64()
         .filter(|p| (0.0..=1.0).contains(p) && !(*p == 0.0 && p.is_sign_negative()))
 }
@@ -415,7 +397,10 @@ fn distribution(raw: &Field<'_>, sum_tolerance: f64) -> Option<(Vec<CompactStrin
     let mut probabilities = Vec::with_capacity(map.len());
     for (name, value) in map {
         classes.push(CompactString::from(name.as_str()));
-        probabilities.push(probability(Some(value))?);
+        let Value::Number(number) = value else {
+            return None;
+        };
+        probabilities.push(probability(number)?);
     }
     let sum: f64 = probabilities.iter().sum();
     // Decided here only when far enough from the tolerance that the naive
@@ -437,7 +422,7 @@ fn segment_value(raw: Option<&Value>) -> Option<CompactString> {
                 OTHER_SEGMENT.into()
             }
         }
-        Some(number @ Value::Number(_)) => integer_text(number)?,
+        Some(Value::Number(number)) => integer_text(number)?,
         _ => CompactString::default(),
     })
 }
@@ -478,7 +463,7 @@ pub fn prediction(
         fields.probability.as_str(),
     ];
     let found = object(value, &names)?;
-    let [id, model, version_field, timestamp_field, segment_field, probabilities, probability] =
+    let [id, model, version_field, timestamp_field, segment_field, probabilities, probability_field] =
         <[Option<Field<'_>>; 7]>::try_from(found).ok()?;
     let id = event_id(id.as_ref(), key)?;
     let model = match model {
@@ -507,7 +492,7 @@ pub fn prediction(
             segment,
         });
     }
-    let probability = probability_field(probability.as_ref())?;
+    let probability = probability(&probability_field?.number()?)?;
     Some(DecodedPrediction {
         id,
         model,
