@@ -674,15 +674,7 @@ impl Router {
     fn take<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let results = std::mem::take(&mut self.results);
         let out = PyDict::new(py);
-        let mut models: HashMap<ModelName, Py<PyAny>> = HashMap::new();
-        let mut model = |name: &ModelName| -> PyResult<Py<PyAny>> {
-            if let Some(object) = models.get(name) {
-                return Ok(object.clone_ref(py));
-            }
-            let object = self.model_object(py, name)?;
-            models.insert(name.clone(), object.clone_ref(py));
-            Ok(object)
-        };
+        let model = |name: &ModelName| self.model_object(py, name);
         let joined = PyList::empty(py);
         for ((partition, name, segment), rows) in results.joined.entries {
             joined.append((
