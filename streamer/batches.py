@@ -9,7 +9,7 @@ series' windows and drift state at once. Pure: no I/O, no clock.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -148,21 +148,7 @@ class JoinedBatch:
     def columns(self) -> JoinedColumns:
         """Every event added, as arrays."""
         self._flush()
-        if len(self._chunks) == 1:
-            return self._chunks[0]
-        chunks = self._chunks
-        return JoinedColumns(
-            np.concatenate([c.timestamps_ms for c in chunks]).astype(
-                np.int64, copy=False
-            ),
-            np.concatenate([c.p_true for c in chunks]).astype(np.float64, copy=False),
-            np.concatenate([c.delays_s for c in chunks]).astype(np.float64, copy=False),
-            np.concatenate([c.scores for c in chunks]).astype(np.float64, copy=False),
-            np.concatenate([c.positives for c in chunks]).astype(np.bool_, copy=False),
-            np.concatenate([c.squared_errors for c in chunks]).astype(
-                np.float64, copy=False
-            ),
-        )
+        return _concatenated(self._chunks, JoinedColumns)
 
     def calibration_parts(self) -> Parts:
         """Each event's calibration columns (:mod:`streamer.columns`), by bin."""
@@ -236,19 +222,7 @@ class PredictionBatch:
     def columns(self) -> PredictionColumns:
         """Every prediction added, as arrays."""
         self._flush()
-        if len(self._chunks) == 1:
-            return self._chunks[0]
-        chunks = self._chunks
-        return PredictionColumns(
-            np.concatenate([c.timestamps_ms for c in chunks]).astype(
-                np.int64, copy=False
-            ),
-            np.concatenate([c.scores for c in chunks]).astype(np.float64, copy=False),
-            np.concatenate([c.probabilities for c in chunks]).astype(
-                np.float64, copy=False
-            ),
-            np.concatenate([c.sizes for c in chunks]).astype(np.intp, copy=False),
-        )
+        return _concatenated(self._chunks, PredictionColumns)
 
     def entropies(self, eps: float) -> NDArray[np.float64]:
         """Each prediction's entropy in nats, its logs clipped as the loss's are."""
@@ -271,3 +245,14 @@ class PredictionBatch:
         )
         for values in (self.timestamps_ms, self.scores, self.probabilities, self.sizes):
             values.clear()
+
+
+_Columns = TypeVar("_Columns", JoinedColumns, PredictionColumns)
+
+
+def _concatenated(chunks: list[_Columns], kind: type[_Columns]) -> _Columns:
+    """Chunks of columns as one, each column's chunks in order (dtypes kept:
+    every chunk's columns are made with the same ones)."""
+    if len(chunks) == 1:
+        return chunks[0]
+    return kind(*(np.concatenate(parts) for parts in zip(*chunks, strict=True)))
