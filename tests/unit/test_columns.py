@@ -16,6 +16,7 @@ from streamer.columns import (
 )
 from streamer.drift import INNER_BIN_EDGES
 from streamer.windows import RollingWindows, WindowSpec
+from tests.unit.test_windows import ring_slots
 
 SPECS = [
     WindowSpec(name="short", length_ms=400, buckets=4),
@@ -31,19 +32,6 @@ EVENTS = st.lists(
     st.tuples(st.integers(0, 9_000), SCORES, st.booleans(), st.floats(0.0, 1.0)),
     max_size=40,
 )
-
-
-def _slots(windows: RollingWindows) -> list[tuple[object, ...]]:
-    return [
-        (
-            ring.head,
-            ring.bucket_ids.tobytes(),
-            ring.events.tobytes(),
-            ring.loss_sums.tobytes(),
-            ring.extra_sums.tobytes(),
-        )
-        for ring in windows._rings.values()
-    ]
 
 
 @settings(max_examples=200, deadline=None)
@@ -68,7 +56,7 @@ def test_calibration_by_bin_is_the_written_out_columns(
         assert late == written.add(
             ts, loss, calibration_columns(score, positive, squared)
         )
-        assert _slots(by_bin) == _slots(written)
+        assert ring_slots(by_bin) == ring_slots(written)
 
 
 @settings(max_examples=200, deadline=None)
@@ -86,7 +74,7 @@ def test_predictions_by_bin_are_the_written_out_columns(
             ts, entropy, *prediction_parts(score), edges=INNER_BIN_EDGES
         )
         assert late == written.add(ts, entropy, prediction_columns(score))
-        assert _slots(by_bin) == _slots(written)
+        assert ring_slots(by_bin) == ring_slots(written)
 
 
 def test_a_score_that_is_not_finite_changes_nothing() -> None:

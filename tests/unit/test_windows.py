@@ -193,7 +193,8 @@ def test_result_does_not_depend_on_how_events_are_batched(
         assert stats.loss_sum == pytest.approx(other.loss_sum, rel=1e-9, abs=0.0)
 
 
-def _ring_arrays(windows: RollingWindows) -> list[tuple[object, ...]]:
+def ring_slots(windows: RollingWindows) -> list[tuple[object, ...]]:
+    """Each ring's head and slot arrays, as bytes: equal only bit for bit."""
     return [
         (
             ring.head,
@@ -242,7 +243,7 @@ def test_compiled_add_is_the_numpy_reference_bit_for_bit(
             for name, ring in reference._rings.items()
         }
         assert late == expected
-        assert _ring_arrays(compiled) == _ring_arrays(reference)
+        assert ring_slots(compiled) == ring_slots(reference)
 
 
 def test_compiled_add_refuses_a_read_only_ring() -> None:
@@ -586,11 +587,11 @@ def test_a_ring_that_cannot_take_the_batch_leaves_every_ring_unchanged() -> None
             WindowSpec(name="b", length_ms=6_000, buckets=3),
         ]
     )
-    before = _ring_arrays(windows)
+    before = ring_slots(windows)
     windows._rings["b"].events.setflags(write=False)
     with pytest.raises(ValueError, match="events is read-only"):
         windows.add(np.array([1_000]), np.array([2.0]))
-    assert _ring_arrays(windows) == before
+    assert ring_slots(windows) == before
 
 
 def test_inputs_in_another_byte_order_are_read_as_numbers() -> None:
