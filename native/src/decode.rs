@@ -16,7 +16,7 @@ use std::fmt;
 use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-use serde_json::{Map, Number, Value};
+use serde_json::Number;
 
 /// Longest model name, version or segment value, in code points.
 const MAX_NAME_CHARS: usize = 128;
@@ -60,7 +60,7 @@ pub struct DecodedOutcome {
 
 /// One top-level value the decoder reads. Strings without escapes borrow
 /// the message's bytes; objects (class probabilities, segments) are kept
-/// whole, since the decoder looks into them.
+/// as their members in message order, since the decoder looks into them.
 #[derive(Clone)]
 enum Field<'a> {
     Null,
@@ -69,8 +69,28 @@ enum Field<'a> {
     UInt(u64),
     Float(f64),
     Str(Cow<'a, str>),
-    Object(Map<String, Value>),
+    Object(Vec<(Cow<'a, str>, Member<'a>)>),
     Array,
+}
+
+/// A value inside an object: what a class probability or a segment value
+/// can be. Nested objects and arrays are validated, then kept as `Other`,
+/// like null: nothing reads into them.
+#[derive(Clone)]
+enum Member<'a> {
+    Bool(bool),
+    Number(Number),
+    Str(Cow<'a, str>),
+    Other,
+}
+
+/// The last member named `name`, as the object built in full would hold it.
+fn member<'m, 'a>(members: &'m [(Cow<'a, str>, Member<'a>)], name: &str) -> Option<&'m Member<'a>> {
+    members
+        .iter()
+        .rev()
+        .find(|(key, _)| key.as_ref() == name)
+        .map(|(_, value)| value)
 }
 
 impl Field<'_> {
@@ -116,15 +136,94 @@ impl<'de> Visitor<'de> for FieldVisitor {
     fn visit_unit<E>(self) -> Result<Field<'de>, E> {
         Ok(Field::Null)
     }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Field<'de>, A::Error> {
-        match Value::deserialize(MapAccessDeserializer::new(map))? {
-            Value::Object(map) => Ok(Field::Object(map)),
-            _ => unreachable!("a map deserializes to an object"),
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Field<'de>, A::Error> {
+        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(4));
+        while let Some(Text(key)) = map.next_key()? {
+            members.push((key, map.next_value()?));
         }
+        Ok(Field::Object(members))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Field<'de>, A::Error> {
         Skipped::deserialize(SeqAccessDeserializer::new(seq))?;
         Ok(Field::Array)
+    }
+}
+
+/// A string that borrows the message's bytes when it has no escapes
+/// (serde's own `Cow<str>` always copies).
+struct Text<'a>(Cow<'a, str>);
+
+struct TextVisitor;
+
+impl<'de> Visitor<'de> for TextVisitor {
+    type Value = Text<'de>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a string")
+    }
+    fn visit_borrowed_str<E>(self, value: &'de str) -> Result<Text<'de>, E> {
+        Ok(Text(Cow::Borrowed(value)))
+    }
+    fn visit_str<E>(self, value: &str) -> Result<Text<'de>, E> {
+        Ok(Text(Cow::Owned(value.to_owned())))
+    }
+    fn visit_string<E>(self, value: String) -> Result<Text<'de>, E> {
+        Ok(Text(Cow::Owned(value)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+struct MemberVisitor;
+
+impl<'de> Visitor<'de> for MemberVisitor {
+    type Value = Member<'de>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, value: bool) -> Result<Member<'de>, E> {
+        Ok(Member::Bool(value))
+    }
+    fn visit_i64<E>(self, value: i64) -> Result<Member<'de>, E> {
+        Ok(Member::Number(Number::from(value)))
+    }
+    fn visit_u64<E>(self, value: u64) -> Result<Member<'de>, E> {
+        Ok(Member::Number(Number::from(value)))
+    }
+    fn visit_f64<E>(self, value: f64) -> Result<Member<'de>, E> {
+        // JSON has no NaN or infinity, so a parsed float always converts.
+        Ok(Number::from_f64(value).map_or(Member::Other, Member::Number))
+    }
+    fn visit_borrowed_str<E>(self, value: &'de str) -> Result<Member<'de>, E> {
+        Ok(Member::Str(Cow::Borrowed(value)))
+    }
+    fn visit_str<E>(self, value: &str) -> Result<Member<'de>, E> {
+        Ok(Member::Str(Cow::Owned(value.to_owned())))
+    }
+    fn visit_string<E>(self, value: String) -> Result<Member<'de>, E> {
+        Ok(Member::Str(Cow::Owned(value)))
+    }
+    fn visit_unit<E>(self) -> Result<Member<'de>, E> {
+        Ok(Member::Other)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Member<'de>, A::Error> {
+        Skipped::deserialize(MapAccessDeserializer::new(map))?;
+        Ok(Member::Other)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Member<'de>, A::Error> {
+        Skipped::deserialize(SeqAccessDeserializer::new(seq))?;
+        Ok(Member::Other)
+    }
+}
+
+impl<'de> Deserialize<'de> for Member<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(MemberVisitor)
     }
 }
 
@@ -212,18 +311,18 @@ impl<'de> DeserializeSeed<'de> for Key<'_> {
 /// The top-level object's values under `names`, the last of a repeated key
 /// (as a JSON object built in full keeps it); every other value is parsed
 /// and dropped.
-struct Wanted<'n> {
-    names: &'n [&'n str],
+struct Wanted<'n, const N: usize> {
+    names: &'n [&'n str; N],
 }
 
-impl<'de> Visitor<'de> for Wanted<'_> {
-    type Value = Vec<Option<Field<'de>>>;
+impl<'de, const N: usize> Visitor<'de> for Wanted<'_, N> {
+    type Value = [Option<Field<'de>>; N];
 
     fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
         formatter.write_str("a JSON object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut found: Vec<Option<Field<'de>>> = vec![None; self.names.len()];
+        let mut found: [Option<Field<'de>>; N] = std::array::from_fn(|_| None);
         while let Some(which) = map.next_key_seed(Key { names: self.names })? {
             if which == 0 {
                 map.next_value::<Skipped>()?;
@@ -246,7 +345,10 @@ impl<'de> Visitor<'de> for Wanted<'_> {
 
 /// The values under `names` of the JSON object `value`; `None` unless it is
 /// one.
-fn object<'a>(value: &'a [u8], names: &[&str]) -> Option<Vec<Option<Field<'a>>>> {
+fn object<'a, const N: usize>(
+    value: &'a [u8],
+    names: &[&str; N],
+) -> Option<[Option<Field<'a>>; N]> {
     let mut deserializer = serde_json::Deserializer::from_slice(value);
     let found = deserializer.deserialize_map(Wanted { names }).ok()?;
     deserializer.end().ok()?;
@@ -387,20 +489,31 @@ fn probability(number: &Number) -> Option<f64> {
 }
 
 fn distribution(raw: &Field<'_>, sum_tolerance: f64) -> Option<(Vec<CompactString>, Vec<f64>)> {
-    let Field::Object(map) = raw else { return None };
-    if map.len() < 2 {
+    let Field::Object(members) = raw else {
         return None;
+    };
+    // The classes in the order of their names' bytes: UTF-8 order is code
+    // point order, which is how Python sorts them. A stable sort keeps a
+    // repeated name's members in message order, and the last one counts,
+    // as in a JSON object built in full.
+    let mut sorted: Vec<&(Cow<'_, str>, Member<'_>)> = members.iter().collect();
+    if !members.windows(2).all(|pair| pair[0].0 < pair[1].0) {
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
     }
-    // serde_json's map is ordered by key bytes: UTF-8 order is code point
-    // order, which is how Python sorts the class names.
-    let mut classes = Vec::with_capacity(map.len());
-    let mut probabilities = Vec::with_capacity(map.len());
-    for (name, value) in map {
-        classes.push(CompactString::from(name.as_str()));
-        let Value::Number(number) = value else {
+    let mut classes = Vec::with_capacity(sorted.len());
+    let mut probabilities = Vec::with_capacity(sorted.len());
+    for (at, (name, value)) in sorted.iter().enumerate() {
+        if sorted.get(at + 1).is_some_and(|next| next.0 == *name) {
+            continue;
+        }
+        classes.push(CompactString::from(name.as_ref()));
+        let Member::Number(number) = value else {
             return None;
         };
         probabilities.push(probability(number)?);
+    }
+    if classes.len() < 2 {
+        return None;
     }
     let sum: f64 = probabilities.iter().sum();
     // Decided here only when far enough from the tolerance that the naive
@@ -412,28 +525,28 @@ fn distribution(raw: &Field<'_>, sum_tolerance: f64) -> Option<(Vec<CompactStrin
     Some((classes, probabilities))
 }
 
-fn segment_value(raw: Option<&Value>) -> Option<CompactString> {
+fn segment_value(raw: Option<&Member<'_>>) -> Option<CompactString> {
     Some(match raw {
-        Some(Value::Bool(flag)) => CompactString::from(if *flag { "true" } else { "false" }),
-        Some(Value::String(text)) => {
+        Some(Member::Bool(flag)) => CompactString::from(if *flag { "true" } else { "false" }),
+        Some(Member::Str(text)) => {
             if short(text) {
-                text.as_str().into()
+                text.as_ref().into()
             } else {
                 OTHER_SEGMENT.into()
             }
         }
-        Some(Value::Number(number)) => integer_text(number)?,
+        Some(Member::Number(number)) => integer_text(number)?,
         _ => CompactString::default(),
     })
 }
 
 fn segment(raw: Option<&Field<'_>>, keys: &[String]) -> Option<Vec<CompactString>> {
     let found = match raw {
-        Some(Field::Object(map)) => Some(map),
+        Some(Field::Object(members)) => Some(members.as_slice()),
         _ => None,
     };
     keys.iter()
-        .map(|key| segment_value(found.and_then(|map| map.get(key))))
+        .map(|key| segment_value(found.and_then(|members| member(members, key))))
         .collect()
 }
 
@@ -462,9 +575,8 @@ pub fn prediction(
         fields.probabilities.as_str(),
         fields.probability.as_str(),
     ];
-    let found = object(value, &names)?;
     let [id, model, version_field, timestamp_field, segment_field, probabilities, probability_field] =
-        <[Option<Field<'_>>; 7]>::try_from(found).ok()?;
+        object(value, &names)?;
     let id = event_id(id.as_ref(), key)?;
     let model = match model {
         Some(Field::Str(text)) if !text.is_empty() && short(&text) => {
@@ -516,8 +628,7 @@ pub fn outcome(
         fields.label.as_str(),
         fields.timestamp.as_str(),
     ];
-    let found = object(value, &names)?;
-    let [id, label, timestamp_field] = <[Option<Field<'_>>; 3]>::try_from(found).ok()?;
+    let [id, label, timestamp_field] = object(value, &names)?;
     let id = event_id(id.as_ref(), key)?;
     let label = match label? {
         Field::Bool(flag) => Label::Bool(flag),

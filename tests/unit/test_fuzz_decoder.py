@@ -1490,3 +1490,42 @@ def test_two_fields_configured_under_one_name_both_read_it() -> None:
     found = router.decode_prediction(value, None, None)
     assert found is not None
     assert found[:5] == ("1700000000000", "m", "m", 1_700_000_000_000, 0.25)
+
+
+HEAD = b'"event_id":"e-1","model":"m","timestamp":0'
+
+
+@pytest.mark.parametrize(
+    ("members", "native_decodes"),
+    [
+        # Class probabilities: written in any order, sorted by name.
+        (b'"probabilities":{"b":0.25,"a":0.75}', True),
+        (b'"probabilities":{"\\u00e9":0.5,"z":0.25,"a":0.25}', True),
+        # A repeated class: its last probability counts, at its sorted place.
+        (b'"probabilities":{"b":0.9,"a":0.5,"b":0.5}', True),
+        (b'"probabilities":{"a":0.5,"\\u0061":0.25,"b":0.75}', True),
+        (b'"probabilities":{"a":1.0,"a":0.5}', False),  # one class left
+        (b'"probabilities":{"a":{"x":1},"b":1.0}', False),
+        (b'"probabilities":{"a":[0.5],"b":0.5}', False),
+        (b'"probabilities":{"a":null,"b":1.0}', False),
+        (b'"probabilities":{"a":"0.5","b":0.5}', False),
+        # Segment values: the last of a repeated key; nested values are "".
+        (b'"probability":0.5,"segment":{"region":"eu","region":"us","tier":2}', True),
+        (b'"probability":0.5,"segment":{"region":{"x":[1]},"tier":true}', True),
+        (b'"probability":0.5,"segment":{"region":null,"tier":[1,2]}', True),
+        (b'"probability":0.5,"segment":{"region":"\\u00e9","tier":2.5}', False),
+    ],
+)
+def test_the_compiled_decoder_reads_objects_as_python_does(
+    members: bytes, native_decodes: bool
+) -> None:
+    """Class and segment objects: sorted, last-of-a-name, nested values checked."""
+    value = b"{" + HEAD + b"," + members + b"}"
+    segment_keys = ("region", "tier")
+    prediction, _ = _decode(value, None, None, DEFAULT_TOLERANCE, segment_keys)
+    decoded = native_router(DEFAULT_TOLERANCE, segment_keys).decode_prediction(
+        value, None, None
+    )
+    assert (decoded is not None) == native_decodes, prediction
+    if native_decodes:
+        assert isinstance(prediction, Prediction)
