@@ -295,7 +295,7 @@ def render_markdown(report: Report) -> str:
             f"Profile of (b), a second run under py-spy at {profile['rate_hz']} Hz "
             f"({profile['messages_per_s']:,.0f} msg/s while sampled): own time "
             "in the consume loop by the frame on top, native ones included "
-            "(`py-spy --native`: Rust in `_native.abi3.so`, librdkafka and "
+            "(`py-spy --native`: Rust in `streamer/_native*.so`, librdkafka and "
             "confluent-kafka's C in `cimpl`), "
             f"{profile['samples']:,} samples:",
             "",

@@ -15,12 +15,19 @@ use std::collections::HashMap;
 use compact_str::CompactString;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyList, PyString, PyTuple, PyType};
 
 use crate::decode::{self, DecodedPrediction, Fields, Label};
 use crate::{Added, JoinCore, ModelName, Names, NewPrediction, PredictionData, NONE, NO_PROBABILITIES};
 
-type SeriesKey = (i64, ModelName, Names);
+/// (partition, the router's number of the model, segment).
+type SeriesKey = (i64, u32, Names);
+
+/// Columns kept for reuse across batches, at most this many of each kind and
+/// this many values long: a batch's series then rarely grow their vectors
+/// from empty, and what is kept stays small (about 10 MiB at most).
+const SPARE_COLUMNS: usize = 256;
+const SPARE_CAPACITY: usize = 1024;
 
 #[derive(Default)]
 struct Joined {
@@ -56,10 +63,15 @@ impl<K, V> Default for Ordered<K, V> {
 
 impl<K: std::hash::Hash + Eq + Clone, V: Default> Ordered<K, V> {
     fn entry(&mut self, key: K) -> &mut V {
+        self.entry_or(key, V::default)
+    }
+
+    /// The value under `key`, made by `new` if there is none.
+    fn entry_or(&mut self, key: K, new: impl FnOnce() -> V) -> &mut V {
         let at = match self.index.get(&key) {
             Some(&at) => at,
             None => {
-                self.entries.push((key.clone(), V::default()));
+                self.entries.push((key.clone(), new()));
                 self.index.insert(key, self.entries.len() - 1);
                 self.entries.len() - 1
             }
@@ -72,7 +84,7 @@ impl<K: std::hash::Hash + Eq + Clone, V: Default> Ordered<K, V> {
 struct Results {
     joined: Ordered<SeriesKey, Joined>,
     predicted: Ordered<SeriesKey, Predicted>,
-    predictions: Ordered<ModelName, u64>,
+    predictions: Ordered<u32, u64>,
     outcomes: u64,
     duplicate_predictions: u64,
     duplicate_outcomes: u64,
@@ -81,6 +93,42 @@ struct Results {
     redelivered: u64,
     invalid: Vec<(usize, &'static str)>,
     touched: Vec<i64>,
+}
+
+impl Joined {
+    fn clear(&mut self) {
+        self.timestamps_ms.clear();
+        self.p_true.clear();
+        self.delays_s.clear();
+        self.scores.clear();
+        self.positives.clear();
+        self.squared_errors.clear();
+    }
+
+    fn capacity(&self) -> usize {
+        self.timestamps_ms.capacity()
+    }
+}
+
+impl Predicted {
+    fn clear(&mut self) {
+        self.timestamps_ms.clear();
+        self.scores.clear();
+        self.probabilities.clear();
+        self.sizes.clear();
+    }
+
+    fn capacity(&self) -> usize {
+        self.probabilities.capacity()
+    }
+}
+
+/// Keep `columns`, emptied, for the next batch, if there is room.
+fn keep_spare<T>(spare: &mut Vec<T>, mut columns: T, clear: fn(&mut T), capacity: fn(&T) -> usize) {
+    if spare.len() < SPARE_COLUMNS && capacity(&columns) <= SPARE_CAPACITY {
+        clear(&mut columns);
+        spare.push(columns);
+    }
 }
 
 struct Judged {
@@ -232,9 +280,13 @@ fn column<'py, T: Copy, const N: usize>(
     py: Python<'py>,
     values: &[T],
     to_bytes: impl Fn(T) -> [u8; N],
-) -> Bound<'py, PyBytes> {
-    let bytes: Vec<u8> = values.iter().flat_map(|&value| to_bytes(value)).collect();
-    PyBytes::new(py, &bytes)
+) -> PyResult<Bound<'py, PyBytes>> {
+    PyBytes::new_with(py, values.len() * N, |bytes| {
+        for (place, &value) in bytes.chunks_exact_mut(N).zip(values) {
+            place.copy_from_slice(&to_bytes(value));
+        }
+        Ok(())
+    })
 }
 
 /// `decode(key, kafka_timestamp_ms)` of a message, asking the message for
@@ -265,6 +317,72 @@ fn label_object(py: Python<'_>, label: &Label) -> Py<PyAny> {
     }
 }
 
+/// A model key the router has met.
+struct Model {
+    object: Py<PyAny>,
+    /// Whether its predictions go through natively (see `admit`); a model
+    /// met only as a joined prediction's (made by the Python path) is not.
+    admitted: bool,
+    /// The (positive, negative) labels configured for its name.
+    labels: Option<(Option<String>, Option<String>)>,
+}
+
+/// How the walk calls a message's `topic()`, `partition()`, `offset()` and
+/// `value()`. For confluent-kafka's own `Message` (a C type, without
+/// instance attributes) the type's method descriptors are called straight
+/// with the message, skipping the attribute lookup of each call; any other
+/// message (a test double, a subclass) is asked by name, as Python would.
+struct Methods {
+    message_type: Option<Py<PyType>>,
+    topic: Option<Py<PyAny>>,
+    partition: Option<Py<PyAny>>,
+    offset: Option<Py<PyAny>>,
+    value: Option<Py<PyAny>>,
+}
+
+impl Methods {
+    fn new(py: Python<'_>) -> Self {
+        let found = || -> PyResult<(Py<PyType>, [Py<PyAny>; 4])> {
+            let message_type = py.import("confluent_kafka")?.getattr("Message")?.cast_into::<PyType>()?;
+            let method = |name: &str| message_type.getattr(name).map(Bound::unbind);
+            let methods = [method("topic")?, method("partition")?, method("offset")?, method("value")?];
+            Ok((message_type.unbind(), methods))
+        };
+        match found() {
+            Ok((message_type, [topic, partition, offset, value])) => Methods {
+                message_type: Some(message_type),
+                topic: Some(topic),
+                partition: Some(partition),
+                offset: Some(offset),
+                value: Some(value),
+            },
+            Err(_) => Methods { message_type: None, topic: None, partition: None, offset: None, value: None },
+        }
+    }
+
+    /// `message.<name>()`; `method` is the type's descriptor of `name`.
+    fn call<'py>(
+        &self,
+        message: &Bound<'py, PyAny>,
+        method: &Option<Py<PyAny>>,
+        name: &Bound<'py, PyString>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = message.py();
+        match (method, &self.message_type) {
+            (Some(method), Some(message_type)) if message.get_type().is(message_type.bind(py)) => {
+                let args = [message.as_ptr()];
+                // SAFETY: one borrowed argument that outlives the call; the
+                // result is a new reference or NULL with an exception set.
+                unsafe {
+                    let result = pyo3::ffi::PyObject_Vectorcall(method.as_ptr(), args.as_ptr(), 1, std::ptr::null_mut());
+                    Bound::from_owned_ptr_or_err(py, result)
+                }
+            }
+            _ => message.call_method0(name),
+        }
+    }
+}
+
 #[pyclass(module = "streamer._native")]
 pub struct Router {
     fields: Fields,
@@ -273,15 +391,21 @@ pub struct Router {
     predictions_topic: String,
     segment_admit: Option<Py<PyAny>>,
     labels: HashMap<String, (Option<String>, Option<String>)>,
-    /// The admitted model keys, with the pipeline's `ModelKey` of each:
-    /// the join holds that object, so none is made per message.
-    admitted: hashbrown::HashMap<ModelName, Py<PyAny>>,
+    /// The model keys met, numbered in the order met, with the pipeline's
+    /// `ModelKey` of each: the join holds that object, so none is made per
+    /// message, and a batch's results are keyed by the numbers.
+    models: Vec<Model>,
+    numbers: hashbrown::HashMap<ModelName, u32>,
+    admitted: usize,
     /// Class-name tuples made so far (a bounded number), for the same reason.
     class_tuples: hashbrown::HashMap<Names, Py<PyAny>>,
     latest_valid_ms: i64,
     results: Results,
     newest: Newest,
     model_key_type: Py<PyAny>,
+    methods: Methods,
+    spare_joined: Vec<Joined>,
+    spare_predicted: Vec<Predicted>,
 }
 
 impl Router {
@@ -300,7 +424,9 @@ impl Router {
                 break index;
             }
             let message = messages.get_item(index)?;
-            let given_partition: Option<i64> = message.call_method0(intern!(py, "partition"))?.extract()?;
+            let methods = &self.methods;
+            let given_partition: Option<i64> =
+                methods.call(&message, &methods.partition, intern!(py, "partition"))?.extract()?;
             let partition = given_partition.unwrap_or(0);
             // Messages of several partitions may interleave: each partition's
             // state is loaded once per walk and written back at its end.
@@ -313,9 +439,9 @@ impl Router {
                 }
             };
             let current_state = &mut loaded[at];
-            let topic = message.call_method0(intern!(py, "topic"))?;
+            let topic = methods.call(&message, &methods.topic, intern!(py, "topic"))?;
             let is_prediction = !topic.is_none() && topic.cast::<PyString>()?.to_str()? == self.predictions_topic;
-            let offset: Option<i64> = message.call_method0(intern!(py, "offset"))?.extract()?;
+            let offset: Option<i64> = methods.call(&message, &methods.offset, intern!(py, "offset"))?.extract()?;
             if let (Some(partition), Some(offset)) = (given_partition, offset) {
                 self.newest.note(&topic, partition, offset)?;
             }
@@ -331,7 +457,7 @@ impl Router {
                     continue;
                 }
             }
-            let value_object = message.call_method0(intern!(py, "value"))?;
+            let value_object = self.methods.call(&message, &self.methods.value, intern!(py, "value"))?;
             let Ok(value) = value_object.cast::<PyBytes>() else { break index };
             let value = value.as_bytes();
             let handled = if is_prediction {
@@ -363,10 +489,21 @@ impl Router {
     }
 
     fn model_object(&self, py: Python<'_>, name: &ModelName) -> PyResult<Py<PyAny>> {
-        if let Some(object) = self.admitted.get(name) {
-            return Ok(object.clone_ref(py));
+        if let Some(&number) = self.numbers.get(name) {
+            return Ok(self.models[number as usize].object.clone_ref(py));
         }
         Ok(self.model_key_type.bind(py).call1((name.0.as_str(), name.1.as_str()))?.unbind())
+    }
+
+    /// The number of a model key, met now if not before.
+    fn number(&mut self, name: &ModelName, object: impl FnOnce() -> Py<PyAny>) -> u32 {
+        if let Some(&number) = self.numbers.get(name) {
+            return number;
+        }
+        let number = self.models.len() as u32;
+        self.models.push(Model { object: object(), admitted: false, labels: self.labels.get(name.0.as_str()).cloned() });
+        self.numbers.insert(name.clone(), number);
+        number
     }
 
     fn names_tuple(py: Python<'_>, names: &[CompactString]) -> PyResult<Py<PyAny>> {
@@ -374,7 +511,8 @@ impl Router {
     }
 
     fn joined_into(&mut self, key: SeriesKey, judged: &Judged, outcome_ms: i64, prediction_ms: i64) {
-        let joined = self.results.joined.entry(key);
+        let spare = &mut self.spare_joined;
+        let joined = self.results.joined.entry_or(key, || spare.pop().unwrap_or_default());
         joined.timestamps_ms.push(outcome_ms);
         joined.p_true.push(judged.p_true);
         joined.scores.push(judged.score);
@@ -403,9 +541,14 @@ impl Router {
         if decoded.timestamp_ms > self.latest_valid_ms {
             return Ok(false);
         }
-        let Some(model_object) = self.admitted.get(&name).map(|object| object.clone_ref(py)) else {
+        let Some(&number) = self.numbers.get(&name) else {
             return Ok(false);
         };
+        let entry = &self.models[number as usize];
+        if !entry.admitted {
+            return Ok(false);
+        }
+        let model_object = entry.object.clone_ref(py);
         let segment: Names = match (&self.segment_admit, decoded.segment.is_empty()) {
             (Some(admit), false) => {
                 let raw = Self::names_tuple(py, &decoded.segment)?;
@@ -453,10 +596,11 @@ impl Router {
             },
             now_ms,
         )?;
-        let key: SeriesKey = (current.partition, name, segment);
+        let key: SeriesKey = (current.partition, number, segment);
         if !matches!(added, Added::Duplicate) {
-            *self.results.predictions.entry(key.1.clone()) += 1;
-            let predicted = self.results.predicted.entry(key.clone());
+            *self.results.predictions.entry(number) += 1;
+            let spare = &mut self.spare_predicted;
+            let predicted = self.results.predicted.entry_or(key.clone(), || spare.pop().unwrap_or_default());
             if let Some(probabilities) = &decoded.probabilities {
                 predicted.timestamps_ms.push(decoded.timestamp_ms);
                 predicted.scores.push(probabilities.iter().copied().fold(f64::NEG_INFINITY, f64::max));
@@ -502,7 +646,7 @@ impl Router {
                     (Some(classes), Some(probabilities)) => Some((classes.as_slice(), probabilities.as_slice())),
                     _ => None,
                 };
-                let labels = self.labels.get(key.1 .0.as_str());
+                let labels = self.models[number as usize].labels.as_ref();
                 match judge(decoded.probability, multiclass, &label, labels) {
                     Ok(judged) => self.joined_into(key, &judged, partner.timestamp_ms, decoded.timestamp_ms),
                     Err(reason) => self.results.invalid.push((index, reason)),
@@ -547,7 +691,8 @@ impl Router {
                 self.results.guard_evictions += forgotten as u64;
                 let data: PredictionData = partner.data;
                 let core = &current.core;
-                let name = core.models.key(data.model).clone();
+                let name = core.models.key(data.model);
+                let number = self.number(name, || core.models.object(py, data.model));
                 let segment = core.segments.key(data.segment).clone();
                 let (probability, probabilities) = core.probability_and_probabilities(&data);
                 let multiclass = match (data.classes != NONE, probabilities) {
@@ -561,11 +706,11 @@ impl Router {
                     Label::Int(value) => LabelRef::Int(*value),
                     Label::Str(text) => LabelRef::Text(text),
                 };
-                let judged = judge(probability, multiclass, &label, self.labels.get(name.0.as_str()));
+                let judged = judge(probability, multiclass, &label, self.models[number as usize].labels.as_ref());
                 current.core.release_prediction(&data);
                 match judged {
                     Ok(judged) => {
-                        let key = (current.partition, name, segment);
+                        let key = (current.partition, number, segment);
                         self.joined_into(key, &judged, decoded.timestamp_ms, partner.timestamp_ms);
                     }
                     Err(reason) => self.results.invalid.push((index, reason)),
@@ -590,7 +735,7 @@ impl Router {
         predictions_topic: String,
         segment_admit: Option<Py<PyAny>>,
         labels: HashMap<String, (Option<String>, Option<String>)>,
-        model_key_type: Py<PyAny>,
+        model_key_type: Bound<'_, PyAny>,
     ) -> Self {
         let (event_id, model, model_version, timestamp, probability, probabilities, label, segment) = fields;
         Router {
@@ -600,24 +745,36 @@ impl Router {
             predictions_topic,
             segment_admit,
             labels,
-            admitted: hashbrown::HashMap::new(),
+            models: Vec::new(),
+            numbers: hashbrown::HashMap::new(),
+            admitted: 0,
             class_tuples: hashbrown::HashMap::new(),
             latest_valid_ms: i64::MAX,
             results: Results::default(),
             newest: Newest::default(),
-            model_key_type,
+            methods: Methods::new(model_key_type.py()),
+            model_key_type: model_key_type.unbind(),
+            spare_joined: Vec::new(),
+            spare_predicted: Vec::new(),
         }
     }
 
     /// Let predictions of this model key through natively from now on.
     fn admit(&mut self, model: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.admitted.insert(crate::model_name(model)?, model.clone().unbind());
+        let name = crate::model_name(model)?;
+        let number = self.number(&name, || model.clone().unbind());
+        let entry = &mut self.models[number as usize];
+        if !entry.admitted {
+            entry.admitted = true;
+            entry.object = model.clone().unbind();
+            self.admitted += 1;
+        }
         Ok(())
     }
 
     #[getter]
     fn admitted_models(&self) -> usize {
-        self.admitted.len()
+        self.admitted
     }
 
     /// Start a batch: timestamps after `latest_valid_ms` go to Python.
@@ -674,44 +831,46 @@ impl Router {
     fn take<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let results = std::mem::take(&mut self.results);
         let out = PyDict::new(py);
-        let model = |name: &ModelName| self.model_object(py, name);
+        let model = |number: u32| self.models[number as usize].object.clone_ref(py);
         let joined = PyList::empty(py);
-        for ((partition, name, segment), rows) in results.joined.entries {
+        for ((partition, number, segment), rows) in results.joined.entries {
             joined.append((
                 partition,
-                model(&name)?,
+                model(number),
                 Self::names_tuple(py, &segment)?,
-                column(py, &rows.timestamps_ms, i64::to_ne_bytes),
-                column(py, &rows.p_true, f64::to_ne_bytes),
-                column(py, &rows.delays_s, f64::to_ne_bytes),
-                column(py, &rows.scores, f64::to_ne_bytes),
-                column(py, &rows.positives, |flag: bool| [u8::from(flag)]),
-                column(py, &rows.squared_errors, f64::to_ne_bytes),
+                column(py, &rows.timestamps_ms, i64::to_ne_bytes)?,
+                column(py, &rows.p_true, f64::to_ne_bytes)?,
+                column(py, &rows.delays_s, f64::to_ne_bytes)?,
+                column(py, &rows.scores, f64::to_ne_bytes)?,
+                column(py, &rows.positives, |flag: bool| [u8::from(flag)])?,
+                column(py, &rows.squared_errors, f64::to_ne_bytes)?,
             ))?;
+            keep_spare(&mut self.spare_joined, rows, Joined::clear, Joined::capacity);
         }
         out.set_item("joined", joined)?;
         let predicted = PyList::empty(py);
-        for ((partition, name, segment), rows) in results.predicted.entries {
+        for ((partition, number, segment), rows) in results.predicted.entries {
             predicted.append((
                 partition,
-                model(&name)?,
+                model(number),
                 Self::names_tuple(py, &segment)?,
-                column(py, &rows.timestamps_ms, i64::to_ne_bytes),
-                column(py, &rows.scores, f64::to_ne_bytes),
-                column(py, &rows.probabilities, f64::to_ne_bytes),
-                column(py, &rows.sizes, i64::to_ne_bytes),
+                column(py, &rows.timestamps_ms, i64::to_ne_bytes)?,
+                column(py, &rows.scores, f64::to_ne_bytes)?,
+                column(py, &rows.probabilities, f64::to_ne_bytes)?,
+                column(py, &rows.sizes, i64::to_ne_bytes)?,
             ))?;
+            keep_spare(&mut self.spare_predicted, rows, Predicted::clear, Predicted::capacity);
         }
         out.set_item("predicted", predicted)?;
         let predictions = PyList::empty(py);
-        for (name, count) in results.predictions.entries {
-            predictions.append((model(&name)?, count))?;
+        for (number, count) in results.predictions.entries {
+            predictions.append((model(number), count))?;
         }
         out.set_item("predictions", predictions)?;
         let evicted = PyList::empty(py);
         for (name, count) in results.evicted.entries {
             match name {
-                Some(name) => evicted.append(("prediction", model(&name)?, count))?,
+                Some(name) => evicted.append(("prediction", self.model_object(py, &name)?, count))?,
                 None => evicted.append(("outcome", py.None(), count))?,
             }
         }

@@ -221,6 +221,7 @@ def test_dockerignore_keeps_what_the_build_copies_and_little_else() -> None:
         "streamer/__pycache__/x.pyc",
         "native/target/release/lib_native.so",
         "streamer/_native.abi3.so",
+        "streamer/_native.cpython-311-x86_64-linux-gnu.so",
     ):
         assert _excluded(unwanted, patterns), unwanted
 

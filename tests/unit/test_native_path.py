@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 from unittest import mock
 
+import confluent_kafka
 import numpy as np
 import orjson
 from hypothesis import given, settings
@@ -417,3 +418,71 @@ def test_a_batch_that_raised_leaves_no_offsets_to_the_next() -> None:
             raise AssertionError("the broken message's error was swallowed")
         pipeline.process([Message("predictions", 5, body, None, 0, ms)])
         assert pipeline.offsets_to_store == [("predictions", 5, 1)]
+
+
+def _kafka_message(fake: Message, kind: type[Any] = confluent_kafka.Message) -> Any:
+    """The fake as confluent-kafka's own Message (a C type), or a subclass."""
+    return kind(
+        topic=fake.topic(),
+        partition=fake.partition(),
+        offset=fake.offset(),
+        key=fake.key(),
+        value=fake.value(),
+        timestamp=fake.timestamp(),
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(config=configs(), messages=streams(), cuts=st.lists(st.integers(1, 30)))
+def test_confluent_kafka_messages_read_as_the_fakes_are(
+    config: Config, messages: list[Message], cuts: list[int]
+) -> None:
+    """The compiled path calls a real Message's methods without looking them up.
+
+    Fed confluent-kafka's own Message objects (or, for the subclass case, a
+    subclass whose methods it must look up by name), it ends where the
+    Python path does with the fakes.
+    """
+
+    class Subclass(confluent_kafka.Message):  # type: ignore[misc]
+        pass
+
+    real = Pipeline(config, wall_clock_ms=lambda: NOW_MS)
+    python = Pipeline(config, wall_clock_ms=lambda: NOW_MS, native=False)
+    for number, batch in enumerate(_cut(messages, cuts)):
+        kind = Subclass if number % 3 == 2 else confluent_kafka.Message
+        kafka_batch = [_kafka_message(fake, kind) for fake in batch]
+        found = real.process(kafka_batch)
+        expected = python.process(batch)
+        position = {id(m): at for at, m in enumerate(kafka_batch)}
+        assert [(position[id(m)], r) for m, r in found] == [
+            (batch.index(m), r) for m, r in expected
+        ]
+    found_snapshot, expected_snapshot = _snapshot(real), _snapshot(python)
+    assert found_snapshot == expected_snapshot, _first_difference(
+        found_snapshot, expected_snapshot
+    )
+
+
+def test_a_message_subclass_s_own_methods_are_called() -> None:
+    """A subclass of Message may override a method: its own answer counts."""
+    ms = NOW_MS - 60_000
+
+    def body(event_id: str, model: str) -> bytes:
+        fields = {"event_id": event_id, "model": model, "timestamp": ms}
+        return json.dumps({**fields, "probability": 0.5}).encode()
+
+    class Overridden(confluent_kafka.Message):  # type: ignore[misc]
+        def value(self) -> bytes:
+            return body("b", "n")
+
+    config = Config.model_validate({"windows": {"clock": "event"}})
+    pipeline = Pipeline(config, wall_clock_ms=lambda: NOW_MS)
+    first = Message("predictions", 0, body("a", "m"), None, 0, ms)
+    pipeline.process([_kafka_message(first)])  # admits "m", makes the state
+    second = Message("predictions", 0, body("b", "m"), None, 1, ms)
+    pipeline.process([_kafka_message(second, Overridden)])
+    predictions = {
+        key.model: count for key, count in pipeline.counters.predictions.items()
+    }
+    assert predictions == {"m": 1, "n": 1}
