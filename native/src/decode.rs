@@ -62,7 +62,7 @@ pub struct DecodedOutcome {
 /// the message's bytes; objects (class probabilities, segments) are kept
 /// as their members in message order, since the decoder looks into them.
 #[derive(Clone)]
-enum Field<'a> {
+pub(crate) enum Field<'a> {
     Null,
     Bool(bool),
     Int(i64),
@@ -77,7 +77,7 @@ enum Field<'a> {
 /// can be. Nested objects and arrays are validated, then kept as `Other`,
 /// like null: nothing reads into them.
 #[derive(Clone)]
-enum Member<'a> {
+pub(crate) enum Member<'a> {
     Bool(bool),
     Number(Number),
     Str(Cow<'a, str>),
@@ -279,6 +279,32 @@ impl<'de> Deserialize<'de> for Skipped {
     }
 }
 
+/// Which of `names` `key` is, as a bit set (names may repeat).
+pub(crate) fn wanted_bits(names: &[&str], key: &str) -> u32 {
+    names
+        .iter()
+        .enumerate()
+        .filter(|(_, name)| **name == key)
+        .fold(0, |found, (at, _)| found | 1 << at)
+}
+
+/// Put `value` in the slots of the wanted names `which` (a bit set, not 0).
+pub(crate) fn keep<'a, const N: usize>(
+    found: &mut [Option<Field<'a>>; N],
+    which: u32,
+    value: Field<'a>,
+) {
+    // A name wanted twice (two fields configured alike) is rare: only then
+    // is the value copied.
+    let last = 31 - which.leading_zeros() as usize;
+    for (at, slot) in found.iter_mut().enumerate().take(last) {
+        if which & (1 << at) != 0 {
+            *slot = Some(value.clone());
+        }
+    }
+    found[last] = Some(value);
+}
+
 /// Which of the wanted names a key is, as a bit set (names may repeat).
 struct Key<'n> {
     names: &'n [&'n str],
@@ -291,12 +317,7 @@ impl<'de> Visitor<'de> for Key<'_> {
         formatter.write_str("a string key")
     }
     fn visit_str<E>(self, key: &str) -> Result<u32, E> {
-        Ok(self
-            .names
-            .iter()
-            .enumerate()
-            .filter(|(_, name)| **name == key)
-            .fold(0, |found, (at, _)| found | 1 << at))
+        Ok(wanted_bits(self.names, key))
     }
 }
 
@@ -328,24 +349,24 @@ impl<'de, const N: usize> Visitor<'de> for Wanted<'_, N> {
                 map.next_value::<Skipped>()?;
                 continue;
             }
-            let value: Field<'de> = map.next_value()?;
-            // A name wanted twice (two fields configured alike) is rare:
-            // only then is the value copied.
-            let last = 31 - which.leading_zeros() as usize;
-            for (at, slot) in found.iter_mut().enumerate().take(last) {
-                if which & (1 << at) != 0 {
-                    *slot = Some(value.clone());
-                }
-            }
-            found[last] = Some(value);
+            keep(&mut found, which, map.next_value()?);
         }
         Ok(found)
     }
 }
 
 /// The values under `names` of the JSON object `value`; `None` unless it is
-/// one.
+/// one. The quick reader (`scan.rs`) reads the common message; serde_json
+/// reads the rest, and every message the quick one gives up on.
 fn object<'a, const N: usize>(
+    value: &'a [u8],
+    names: &[&str; N],
+) -> Option<[Option<Field<'a>>; N]> {
+    crate::scan::object(value, names).or_else(|| serde_object(value, names))
+}
+
+/// `object` by serde_json alone.
+pub(crate) fn serde_object<'a, const N: usize>(
     value: &'a [u8],
     names: &[&str; N],
 ) -> Option<[Option<Field<'a>>; N]> {

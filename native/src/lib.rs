@@ -15,6 +15,7 @@
 mod batch;
 mod cusum;
 mod decode;
+mod scan;
 mod guard;
 mod registry;
 mod side;
@@ -764,6 +765,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(windows::rings_add, m)?)?;
     m.add_function(wrap_pyfunction!(windows::rings_add_binned, m)?)?;
     m.add_function(wrap_pyfunction!(cusum::cusum_update, m)?)?;
+    m.add_function(wrap_pyfunction!(scan::quick_read_agrees, m)?)?;
     m.add("INDEX_SLACK", side::INDEX_SLACK)?;
     m.add(
         "PREDICTION_SLOT_BYTES",

@@ -116,6 +116,7 @@ PREDICTION_FIELDS = ("event_id", "model", "model_version", "timestamp")
 PREDICTION_FIELDS += ("probability", "probabilities", "segment")
 OUTCOME_FIELDS = ("event_id", "label", "timestamp")
 CONTRACT_FIELDS = (*PREDICTION_FIELDS, "label")
+WANTED_NAMES = CONTRACT_FIELDS  # the eight names the decoders read
 INT64 = (-(2**63), 2**64 - 1)  # what orjson reads as int (see the big-int test)
 
 
@@ -188,6 +189,9 @@ def _check_native(
     outcome: Outcome | Invalid,
 ) -> None:
     """Where the compiled decoder decodes a message, the same record."""
+    if value is not None:
+        # The quick reader, where it reads a message, reads it as serde_json.
+        assert _native.quick_read_agrees(value, list(WANTED_NAMES)) is not False
     router = native_router(tolerance, segment_keys)
     fields = router.decode_prediction(value, key, kafka_ts)
     if fields is not None:
@@ -1529,3 +1533,94 @@ def test_the_compiled_decoder_reads_objects_as_python_does(
     assert (decoded is not None) == native_decodes, prediction
     if native_decodes:
         assert isinstance(prediction, Prediction)
+
+
+@pytest.mark.parametrize(
+    ("text", "quick"),
+    [
+        # Numbers the quick reader reads, as serde_json does:
+        *[
+            (number, True)
+            for number in (
+                "0",
+                "-0",
+                "-0.0",
+                "0.0",
+                "7",
+                "-7",
+                "1e5",
+                "1E+05",
+                "2.5E3",
+                "1.5e-7",
+                "0.1e-4",
+                "1e-400",
+                "4.9e-324",
+                "1.7976931348623157e308",
+                "0.000034570322992063064",
+                "0.1000000000000000055511151231257827",
+                "1234567890123456789",
+                "-123456789012345678",
+                "9007199254740993",
+                "-9223372036854775807",
+            )
+        ],
+        # Left to serde_json: too long, too large, or not JSON.
+        *[
+            (number, None)
+            for number in (
+                "12345678901234567890",
+                "-9223372036854775808",
+                "1e400",
+                "-1e400",
+                "1e12345",
+                "01",
+                "-01",
+                "1.",
+                ".5",
+                "-",
+                "1e",
+                "1e+",
+                "+1",
+                "0x10",
+                "1.5.3",
+                "NaN",
+                "Infinity",
+            )
+        ],
+        # Strings: UTF-8 read, escapes and control characters left.
+        ('"plain"', True),
+        (r'"\u00e9t\u00e9"', None),  # escapes
+        ('"caf\u00e9 ☕"', True),  # UTF-8 as written
+        ('"a\\"b"', None),
+        ('"tab\there"', None),
+        ('[1, [2, {"x": null}], true, false, "s"]', True),
+        ("[1, 2,]", None),
+        ('{"a": 1,}', None),
+        ('{"a" 1}', None),
+        ("[" * 70 + "]" * 70, None),
+        ("[" * 10 + "]" * 10, True),
+        ("tru", None),
+        ("nul", None),
+    ],
+)
+def test_the_quick_reader_reads_what_serde_json_reads(
+    text: str, quick: bool | None
+) -> None:
+    """Each value under a wanted and an unwanted name; a known verdict."""
+    for name in ("probability", "note"):
+        value = (f'{{"event_id":"e","{name}":{text}}}').encode()
+        assert _native.quick_read_agrees(value, list(WANTED_NAMES)) is quick, value
+    raw = ('{"segment":{"region":' + text + "}}").encode()
+    assert _native.quick_read_agrees(raw, list(WANTED_NAMES)) is quick, raw
+
+
+def test_the_quick_reader_reads_utf8_and_leaves_what_is_not() -> None:
+    names = list(WANTED_NAMES)
+    assert _native.quick_read_agrees('{"model":"caf\u00e9 ☕"}'.encode(), names)
+    assert _native.quick_read_agrees(b'{"model":"\xff"}', names) is None
+    assert _native.quick_read_agrees(b'{"model":"a\x01"}', names) is None
+    assert _native.quick_read_agrees(b'{"model":"a"} ', names) is True
+    assert _native.quick_read_agrees(b' {"model":"a"}x', names) is None
+    assert _native.quick_read_agrees(b'\xef\xbb\xbf{"model":"a"}', names) is None
+    # The last of a repeated name counts, as in serde_json's reading.
+    assert _native.quick_read_agrees(b'{"model":"a","model":"b"}', names) is True
