@@ -10,10 +10,13 @@ One command, in one run:
 2. measures, each in its own subprocess, one after the other, every one
    consuming both topics from the beginning with a fresh group id until it
    has seen every message: (a) a bare ``consume()`` loop, then the same loop
-   with ``orjson.loads`` (``throughput_workers.py``), each run three times
-   (``--limit-runs``) and the median kept, as they last seconds; (b) driftstream's
-   consumer and pipeline, consume to windows; (c) the Quix Streams peer
-   (``quix_peer.py``, in its own venv, created on first use);
+   with ``orjson.loads`` (``throughput_workers.py``); (b) driftstream's
+   consumer and pipeline, consume to windows. These three run in rounds,
+   three by default (``--runs``), one of each per round, and the median run
+   of each is kept: they last seconds, and the broker and whatever else
+   shares the machine move single runs by 10-20 %. Then (c), the Quix
+   Streams peer (``quix_peer.py``, in its own venv, created on first use),
+   once: it lasts a minute;
 3. measures the memory of the join: RSS per pending prediction at 10^6
    pending (and a tracemalloc count beside it);
 4. profiles (b) once with py-spy and lists the functions with the most own
@@ -81,7 +84,13 @@ def _parse_args() -> argparse.Namespace:
         help="pending predictions for the memory measurement",
     )
     parser.add_argument(
-        "--limit-runs", type=int, default=3, help="runs of each (a) loop; the median"
+        "--runs",
+        "--limit-runs",
+        dest="runs",
+        type=int,
+        default=3,
+        help="rounds of (a) bare, (a) decode and (b), one run of each per round; "
+        "the median run of each",
     )
     parser.add_argument("--skip-peer", action="store_true", help="leave out (c)")
     parser.add_argument("--skip-profile", action="store_true")
@@ -96,7 +105,7 @@ def _parse_args() -> argparse.Namespace:
         help="append a section to this file (default benchmarks/RESULTS.md)",
     )
     args = parser.parse_args()
-    for name in ("events", "partitions", "batch_size", "pending", "limit_runs"):
+    for name in ("events", "partitions", "batch_size", "pending", "runs"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
     return args
@@ -260,25 +269,30 @@ def main() -> None:
         results["produce"] = prepare(dataset)
         batch = ["--batch-size", str(args.batch_size)]
         timeout_s = MEASUREMENT_TIMEOUT_S
-        for command in ("bare", "decode"):
-            runs = [
-                _run(
-                    f"(a) {command}, run {number + 1} of {args.limit_runs}",
-                    _worker(command, *_consumer_args(dataset, command), *batch),
-                    timeout_s=timeout_s,
+        runs: dict[str, list[dict[str, Any]]] = {
+            "bare": [],
+            "decode": [],
+            "pipeline": [],
+        }
+        labels = {
+            "bare": "(a) bare",
+            "decode": "(a) decode",
+            "pipeline": "(b) driftstream",
+        }
+        for number in range(args.runs):
+            # In rounds, so that a slow spell of the machine falls on all three.
+            for command, done in runs.items():
+                done.append(
+                    _run(
+                        f"{labels[command]}, run {number + 1} of {args.runs}",
+                        _worker(command, *_consumer_args(dataset, command), *batch),
+                        timeout_s=timeout_s,
+                    )
                 )
-                for number in range(args.limit_runs)
-            ]
-            # A few seconds each, so the broker's share of the two cores
-            # moves them a lot: the median run stands for the limit.
-            runs.sort(key=lambda run: run["messages_per_s"])
-            results[command] = runs[len(runs) // 2]
-            results[f"{command}_runs"] = [run["messages_per_s"] for run in runs]
-        results["pipeline"] = _run(
-            "(b) driftstream",
-            _worker("pipeline", *_consumer_args(dataset, "pipeline"), *batch),
-            timeout_s=timeout_s,
-        )
+        for command, done in runs.items():
+            done.sort(key=lambda run: run["messages_per_s"])
+            results[command] = done[len(done) // 2]
+            results[f"{command}_runs"] = [run["messages_per_s"] for run in done]
         if peer_python is not None:
             results["peer"] = _run(
                 "(c) Quix Streams",

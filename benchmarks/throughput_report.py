@@ -166,11 +166,14 @@ def _memory_lines(report: Report) -> list[str]:
 
 
 def _limit_runs(report: Report) -> str:
+    labels = (("bare_runs", "(a) bare"), ("decode_runs", "(a) + decode"))
+    labels += (("pipeline_runs", "(b)"),)
     parts = [
         f"{label} " + ", ".join(f"{rate:,.0f}" for rate in report.results[key])
-        for key, label in (("bare_runs", "bare"), ("decode_runs", "+ decode"))
+        for key, label in labels
+        if key in report.results
     ]
-    return "msg/s of each (a) run, the median in the table: " + "; ".join(parts)
+    return "msg/s of each run, the median in the table: " + "; ".join(parts)
 
 
 def _guard(report: Report) -> str:
