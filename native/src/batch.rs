@@ -25,7 +25,9 @@ type SeriesKey = (i64, u32, Names);
 
 /// Columns kept for reuse across batches, at most this many of each kind and
 /// this many values long: a batch's series then rarely grow their vectors
-/// from empty, and what is kept stays small (about 10 MiB at most).
+/// from empty, and what is kept stays small (at most about 16 MiB: 41 bytes
+/// a value for the joined columns, and for the predicted ones at least two
+/// probabilities an event).
 const SPARE_COLUMNS: usize = 256;
 const SPARE_CAPACITY: usize = 1024;
 
@@ -332,6 +334,8 @@ struct Model {
 /// instance attributes) the type's method descriptors are called straight
 /// with the message, skipping the attribute lookup of each call; any other
 /// message (a test double, a subclass) is asked by name, as Python would.
+/// So is every message if `Message` is not of that shape (a future
+/// confluent-kafka might make it a Python class, or a method a property).
 struct Methods {
     message_type: Option<Py<PyType>>,
     topic: Option<Py<PyAny>>,
@@ -342,22 +346,40 @@ struct Methods {
 
 impl Methods {
     fn new(py: Python<'_>) -> Self {
-        let found = || -> PyResult<(Py<PyType>, [Py<PyAny>; 4])> {
-            let message_type = py.import("confluent_kafka")?.getattr("Message")?.cast_into::<PyType>()?;
-            let method = |name: &str| message_type.getattr(name).map(Bound::unbind);
-            let methods = [method("topic")?, method("partition")?, method("offset")?, method("value")?];
-            Ok((message_type.unbind(), methods))
-        };
-        match found() {
-            Ok((message_type, [topic, partition, offset, value])) => Methods {
-                message_type: Some(message_type),
-                topic: Some(topic),
-                partition: Some(partition),
-                offset: Some(offset),
-                value: Some(value),
-            },
-            Err(_) => Methods { message_type: None, topic: None, partition: None, offset: None, value: None },
+        Self::direct(py).ok().flatten().unwrap_or(Methods {
+            message_type: None,
+            topic: None,
+            partition: None,
+            offset: None,
+            value: None,
+        })
+    }
+
+    /// The descriptors of confluent-kafka's `Message`, if it has the shape
+    /// they are called for.
+    fn direct(py: Python<'_>) -> PyResult<Option<Self>> {
+        let message_type = py.import("confluent_kafka")?.getattr("Message")?.cast_into::<PyType>()?;
+        if message_type.getattr("__dictoffset__")?.extract::<isize>()? != 0 {
+            return Ok(None);
         }
+        // The type of a C method, such as `str.join`.
+        let c_method = py.get_type::<PyString>().getattr("join")?.get_type();
+        let method = |name: &str| -> PyResult<Option<Py<PyAny>>> {
+            let found = message_type.getattr(name)?;
+            Ok(found.get_type().is(&c_method).then(|| found.unbind()))
+        };
+        let (Some(topic), Some(partition), Some(offset), Some(value)) =
+            (method("topic")?, method("partition")?, method("offset")?, method("value")?)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Methods {
+            message_type: Some(message_type.unbind()),
+            topic: Some(topic),
+            partition: Some(partition),
+            offset: Some(offset),
+            value: Some(value),
+        }))
     }
 
     /// `message.<name>()`; `method` is the type's descriptor of `name`.
