@@ -587,37 +587,41 @@ impl Router {
         let now_ms = current.prediction_watermark_ms.min(current.outcome_watermark_ms);
 
         let core = &mut *current.core;
-        let model = core.models.hold(name.clone(), || Ok(model_object))?;
-        let classes = match &decoded.classes {
-            Some(classes) => {
-                let key: Names = classes.clone().into_boxed_slice();
-                let cache = &mut self.class_tuples;
-                core.classes.hold(key, || {
-                    if let Some(tuple) = cache.get(classes.as_slice()) {
-                        return Ok(tuple.clone_ref(py));
+        // A prediction that meets its outcome (or is a duplicate) is never
+        // stored, so it holds no numbers in the join's registries.
+        let added = match core.meet_prediction(&decoded.id, now_ms) {
+            Some(met) => met,
+            None => {
+                let model = core.models.hold(name.clone(), || Ok(model_object))?;
+                let classes = match &decoded.classes {
+                    Some(classes) => {
+                        let key: Names = classes.clone().into_boxed_slice();
+                        let cache = &mut self.class_tuples;
+                        core.classes.hold(key, || {
+                            if let Some(tuple) = cache.get(classes.as_slice()) {
+                                return Ok(tuple.clone_ref(py));
+                            }
+                            let tuple = Self::names_tuple(py, classes)?;
+                            if cache.len() < CLASS_TUPLES_KEPT {
+                                cache.insert(classes.clone().into_boxed_slice(), tuple.clone_ref(py));
+                            }
+                            Ok(tuple)
+                        })?
                     }
-                    let tuple = Self::names_tuple(py, classes)?;
-                    if cache.len() < CLASS_TUPLES_KEPT {
-                        cache.insert(classes.clone().into_boxed_slice(), tuple.clone_ref(py));
-                    }
-                    Ok(tuple)
+                    None => NONE,
+                };
+                let segment_number = core.segments.hold(segment.clone(), || Self::names_tuple(py, &segment))?;
+                core.store_prediction(NewPrediction {
+                    id: &decoded.id,
+                    timestamp_ms: decoded.timestamp_ms,
+                    model,
+                    classes,
+                    segment: segment_number,
+                    probability: decoded.probability,
+                    probabilities: decoded.probabilities.as_deref(),
                 })?
             }
-            None => NONE,
         };
-        let segment_number = core.segments.hold(segment.clone(), || Self::names_tuple(py, &segment))?;
-        let added = core.add_prediction_record(
-            NewPrediction {
-                id: &decoded.id,
-                timestamp_ms: decoded.timestamp_ms,
-                model,
-                classes,
-                segment: segment_number,
-                probability: decoded.probability,
-                probabilities: decoded.probabilities.as_deref(),
-            },
-            now_ms,
-        )?;
         let key: SeriesKey = (current.partition, number, segment);
         if !matches!(added, Added::Duplicate) {
             *self.results.predictions.entry(number) += 1;

@@ -250,17 +250,33 @@ impl JoinCore {
         prediction: NewPrediction<'_>,
         now_ms: i64,
     ) -> PyResult<Added<Option<Py<PyAny>>>> {
+        match self.meet_prediction(prediction.id, now_ms) {
+            Some(met) => {
+                self.release_new(&prediction);
+                Ok(met)
+            }
+            None => self.store_prediction(prediction),
+        }
+    }
+
+    /// The first half of adding a prediction, before it holds any number:
+    /// `Duplicate`, or `Joined` with the pending outcome of its id, or
+    /// `None` when it is to be stored (`store_prediction`, with the same
+    /// clock and nothing else done in between).
+    fn meet_prediction(&mut self, id: &str, now_ms: i64) -> Option<Added<Option<Py<PyAny>>>> {
         self.advance(now_ms);
-        let id = prediction.id;
         if self.guard.contains(id) || self.predictions.contains(id) {
-            self.release_new(&prediction);
-            return Ok(Added::Duplicate);
+            return Some(Added::Duplicate);
         }
-        if let Some(outcome) = self.outcomes.take(id) {
-            self.release_new(&prediction);
-            let forgotten = self.remember_joined(CompactString::from(id));
-            return Ok(Added::Joined { partner: outcome, forgotten });
-        }
+        let outcome = self.outcomes.take(id)?;
+        let forgotten = self.remember_joined(CompactString::from(id));
+        Some(Added::Joined { partner: outcome, forgotten })
+    }
+
+    /// The second half: hold the prediction (it has met nothing), or drop it
+    /// as expired; evict the oldest past the bound.
+    fn store_prediction(&mut self, prediction: NewPrediction<'_>) -> PyResult<Added<Option<Py<PyAny>>>> {
+        let id = prediction.id;
         let deadline_ms = prediction.timestamp_ms.saturating_add(self.predictions.ttl_ms);
         if deadline_ms <= self.clock_ms {
             if prediction.classes != NONE {
