@@ -128,8 +128,8 @@ def _add_generate(commands: Any) -> None:
     generate.add_argument(
         "--event-id-prefix",
         default=None,
-        help="prefix of every event id (default: one per run, so that runs into "
-        "the same topics never share ids)",
+        help="prefix of every event id; when not given, one made per run, so "
+        "that runs into the same topics never share ids",
     )
     generate.add_argument(
         "--as-fast-as-possible",
