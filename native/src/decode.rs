@@ -13,7 +13,7 @@ use compact_str::{CompactString, ToCompactString};
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::value::SeqAccessDeserializer;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Number;
@@ -69,23 +69,14 @@ pub(crate) enum Field<'a> {
     UInt(u64),
     Float(f64),
     Str(Cow<'a, str>),
-    Object(Vec<(Cow<'a, str>, Member<'a>)>),
+    /// An object's members in message order; nested objects are read the
+    /// same way, arrays only checked.
+    Object(Vec<(Cow<'a, str>, Field<'a>)>),
     Array,
 }
 
-/// A value inside an object: what a class probability or a segment value
-/// can be. Nested objects and arrays are validated, then kept as `Other`,
-/// like null: nothing reads into them.
-#[derive(Clone)]
-pub(crate) enum Member<'a> {
-    Bool(bool),
-    Number(Number),
-    Str(Cow<'a, str>),
-    Other,
-}
-
 /// The last member named `name`, as the object built in full would hold it.
-fn member<'m, 'a>(members: &'m [(Cow<'a, str>, Member<'a>)], name: &str) -> Option<&'m Member<'a>> {
+fn member<'m, 'a>(members: &'m [(Cow<'a, str>, Field<'a>)], name: &str) -> Option<&'m Field<'a>> {
     members
         .iter()
         .rev()
@@ -175,55 +166,6 @@ impl<'de> Visitor<'de> for TextVisitor {
 impl<'de> Deserialize<'de> for Text<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_str(TextVisitor)
-    }
-}
-
-struct MemberVisitor;
-
-impl<'de> Visitor<'de> for MemberVisitor {
-    type Value = Member<'de>;
-
-    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
-        formatter.write_str("a JSON value")
-    }
-    fn visit_bool<E>(self, value: bool) -> Result<Member<'de>, E> {
-        Ok(Member::Bool(value))
-    }
-    fn visit_i64<E>(self, value: i64) -> Result<Member<'de>, E> {
-        Ok(Member::Number(Number::from(value)))
-    }
-    fn visit_u64<E>(self, value: u64) -> Result<Member<'de>, E> {
-        Ok(Member::Number(Number::from(value)))
-    }
-    fn visit_f64<E>(self, value: f64) -> Result<Member<'de>, E> {
-        // JSON has no NaN or infinity, so a parsed float always converts.
-        Ok(Number::from_f64(value).map_or(Member::Other, Member::Number))
-    }
-    fn visit_borrowed_str<E>(self, value: &'de str) -> Result<Member<'de>, E> {
-        Ok(Member::Str(Cow::Borrowed(value)))
-    }
-    fn visit_str<E>(self, value: &str) -> Result<Member<'de>, E> {
-        Ok(Member::Str(Cow::Owned(value.to_owned())))
-    }
-    fn visit_string<E>(self, value: String) -> Result<Member<'de>, E> {
-        Ok(Member::Str(Cow::Owned(value)))
-    }
-    fn visit_unit<E>(self) -> Result<Member<'de>, E> {
-        Ok(Member::Other)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Member<'de>, A::Error> {
-        Skipped::deserialize(MapAccessDeserializer::new(map))?;
-        Ok(Member::Other)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Member<'de>, A::Error> {
-        Skipped::deserialize(SeqAccessDeserializer::new(seq))?;
-        Ok(Member::Other)
-    }
-}
-
-impl<'de> Deserialize<'de> for Member<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(MemberVisitor)
     }
 }
 
@@ -517,7 +459,7 @@ fn distribution(raw: &Field<'_>, sum_tolerance: f64) -> Option<(Vec<CompactStrin
     // point order, which is how Python sorts them. A stable sort keeps a
     // repeated name's members in message order, and the last one counts,
     // as in a JSON object built in full.
-    let mut sorted: Vec<&(Cow<'_, str>, Member<'_>)> = members.iter().collect();
+    let mut sorted: Vec<&(Cow<'_, str>, Field<'_>)> = members.iter().collect();
     if !members.windows(2).all(|pair| pair[0].0 < pair[1].0) {
         sorted.sort_by(|a, b| a.0.cmp(&b.0));
     }
@@ -528,10 +470,7 @@ fn distribution(raw: &Field<'_>, sum_tolerance: f64) -> Option<(Vec<CompactStrin
             continue;
         }
         classes.push(CompactString::from(name.as_ref()));
-        let Member::Number(number) = value else {
-            return None;
-        };
-        probabilities.push(probability(number)?);
+        probabilities.push(probability(&value.number()?)?);
     }
     if classes.len() < 2 {
         return None;
@@ -546,17 +485,19 @@ fn distribution(raw: &Field<'_>, sum_tolerance: f64) -> Option<(Vec<CompactStrin
     Some((classes, probabilities))
 }
 
-fn segment_value(raw: Option<&Member<'_>>) -> Option<CompactString> {
+fn segment_value(raw: Option<&Field<'_>>) -> Option<CompactString> {
     Some(match raw {
-        Some(Member::Bool(flag)) => CompactString::from(if *flag { "true" } else { "false" }),
-        Some(Member::Str(text)) => {
+        Some(Field::Bool(flag)) => CompactString::from(if *flag { "true" } else { "false" }),
+        Some(Field::Str(text)) => {
             if short(text) {
                 text.as_ref().into()
             } else {
                 OTHER_SEGMENT.into()
             }
         }
-        Some(Member::Number(number)) => integer_text(number)?,
+        Some(number @ (Field::Int(_) | Field::UInt(_) | Field::Float(_))) => {
+            integer_field_text(number)?
+        }
         _ => CompactString::default(),
     })
 }

@@ -16,9 +16,7 @@
 
 use std::borrow::Cow;
 
-use serde_json::Number;
-
-use crate::decode::{Field, Member};
+use crate::decode::Field;
 
 /// Deeper nesting is left to serde_json (whose own limit is 128).
 const MAX_DEPTH: usize = 64;
@@ -243,28 +241,7 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// A value inside an object the decoder looks into.
-    fn member(&mut self, first: u8, depth: usize) -> Option<Member<'a>> {
-        Some(match first {
-            b'"' => Member::Str(Cow::Borrowed(self.string()?)),
-            b't' => self.literal(b"rue").map(|()| Member::Bool(true))?,
-            b'f' => self.literal(b"alse").map(|()| Member::Bool(false))?,
-            b'-' | b'0'..=b'9' => {
-                self.at -= 1;
-                match self.number()? {
-                    Read::UInt(value) => Member::Number(Number::from(value)),
-                    Read::Int(value) => Member::Number(Number::from(value)),
-                    Read::Float(value) => Member::Number(Number::from_f64(value)?),
-                }
-            }
-            _ => {
-                self.skip(first, depth)?;
-                Member::Other
-            }
-        })
-    }
-
-    /// A top-level value the decoder reads.
+    /// A value the decoder reads: a top-level one, or a member of one.
     fn field(&mut self, first: u8, depth: usize) -> Option<Field<'a>> {
         Some(match first {
             b'"' => Field::Str(Cow::Borrowed(self.string()?)),
@@ -275,7 +252,7 @@ impl<'a> Scanner<'a> {
             b'{' => {
                 let mut found = Vec::new();
                 self.members(depth + 1, |scanner, key, first, depth| {
-                    found.push((Cow::Borrowed(key), scanner.member(first, depth)?));
+                    found.push((Cow::Borrowed(key), scanner.field(first, depth)?));
                     Some(())
                 })?;
                 Field::Object(found)
@@ -321,25 +298,6 @@ pub fn object<'a, const N: usize>(
     (scanner.at == value.len()).then_some(found)
 }
 
-fn same_number(a: &Number, b: &Number) -> bool {
-    match (a.as_u64(), a.as_i64(), b.as_u64(), b.as_i64()) {
-        (Some(x), _, Some(y), _) => x == y,
-        (None, Some(x), None, Some(y)) => x == y,
-        (None, None, None, None) => a.as_f64().map(f64::to_bits) == b.as_f64().map(f64::to_bits),
-        _ => false,
-    }
-}
-
-fn same_member(a: &Member<'_>, b: &Member<'_>) -> bool {
-    match (a, b) {
-        (Member::Bool(x), Member::Bool(y)) => x == y,
-        (Member::Number(x), Member::Number(y)) => same_number(x, y),
-        (Member::Str(x), Member::Str(y)) => x == y,
-        (Member::Other, Member::Other) => true,
-        _ => false,
-    }
-}
-
 fn same_field(a: &Field<'_>, b: &Field<'_>) -> bool {
     match (a, b) {
         (Field::Null, Field::Null) | (Field::Array, Field::Array) => true,
@@ -352,7 +310,7 @@ fn same_field(a: &Field<'_>, b: &Field<'_>) -> bool {
             x.len() == y.len()
                 && x.iter()
                     .zip(y)
-                    .all(|((xk, xv), (yk, yv))| xk == yk && same_member(xv, yv))
+                    .all(|((xk, xv), (yk, yv))| xk == yk && same_field(xv, yv))
         }
         _ => false,
     }
